@@ -1,0 +1,1 @@
+//! Selection policies: how many children each frontier node gets at a depth.

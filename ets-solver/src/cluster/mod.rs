@@ -1,0 +1,1 @@
+//! Semantic clustering (being written).
