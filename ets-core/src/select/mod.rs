@@ -1,1 +1,3 @@
 //! Selection policies: how many children each frontier node gets at a depth.
+
+pub mod rebase;
