@@ -1,0 +1,504 @@
+//! The depth loop of one search: expansion, scoring, closing trajectories, selection.
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use ets_kvtree::{KvTree, NodeId};
+
+use super::lease::KvLease;
+use super::outcome::{
+    DepthRecord, EndReason, NodeRecord, NodeState, SearchOutcome, SearchStats, Trajectory,
+};
+use super::selection::{self, Plan};
+use super::{request_seed, Backends, SearchEvent, SearchObserver};
+use crate::answer;
+use crate::backend::{ExpandRequest, FinishReason, ScoreRequest};
+use crate::config::{Method, SearchConfig};
+use crate::error::{BackendKind, SearchError};
+
+/// A node as the driver keeps it: its record plus its place in the KV tree.
+pub(super) struct Node {
+    pub(super) record: NodeRecord,
+    pub(super) kv: NodeId,
+    /// Whether this node still holds its KV reference.
+    pub(super) held: bool,
+}
+
+pub(super) struct Driver<'a, 't> {
+    pub(super) problem: &'a str,
+    pub(super) config: &'a SearchConfig,
+    pub(super) lambda_s: f64,
+    pub(super) backends: Backends<'a>,
+    pub(super) lease: KvLease<'t>,
+    observer: &'a mut dyn SearchObserver,
+    pub(super) nodes: Vec<Node>,
+    trajectories: Vec<Trajectory>,
+    depths: Vec<DepthRecord>,
+    pub(super) stats: SearchStats,
+    stop: bool,
+    best: Option<String>,
+    /// DVTS: budget of each subtree, and whether it has ended.
+    pub(super) subtree_budgets: Vec<usize>,
+    pub(super) subtree_done: Vec<bool>,
+}
+
+impl<'a, 't> Driver<'a, 't> {
+    pub(super) fn new(
+        problem: &'a str,
+        config: &'a SearchConfig,
+        backends: Backends<'a>,
+        kv: &'t mut KvTree<()>,
+        observer: &'a mut dyn SearchObserver,
+    ) -> Self {
+        let subtree_budgets = match config.method {
+            Method::Dvts => crate::select::dvts::subtree_budgets(config.width),
+            _ => Vec::new(),
+        };
+        Self {
+            problem,
+            config,
+            lambda_s: config.effective_lambda_s(),
+            backends,
+            lease: KvLease::new(kv),
+            observer,
+            nodes: Vec::new(),
+            trajectories: Vec::new(),
+            depths: Vec::new(),
+            stats: SearchStats::default(),
+            stop: false,
+            best: None,
+            subtree_done: vec![false; subtree_budgets.len()],
+            subtree_budgets,
+        }
+    }
+
+    pub(super) fn emit(&mut self, event: SearchEvent) {
+        if let ControlFlow::Break(()) = self.observer.on_event(&event) {
+            self.stop = true;
+        }
+    }
+
+    pub(super) fn backend_error(
+        kind: BackendKind,
+        depth: usize,
+    ) -> impl FnOnce(crate::BackendError) -> SearchError {
+        move |source| SearchError::Backend {
+            kind,
+            depth,
+            source,
+        }
+    }
+
+    /// Gives back a node's KV reference and sets its final state.
+    pub(super) fn close(&mut self, index: usize, state: NodeState) -> Result<(), SearchError> {
+        let node = &mut self.nodes[index];
+        node.record.state = state;
+        if node.held {
+            node.held = false;
+            let kv = node.kv;
+            self.lease.release(kv)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn run(mut self) -> Result<SearchOutcome, SearchError> {
+        let started = Instant::now();
+        let prompt = self
+            .backends
+            .policy
+            .encode_prompt(self.problem)
+            .map_err(Self::backend_error(BackendKind::Policy, 0))?;
+        let root = self.lease.tree().root();
+        let kv = self.lease.insert(root, &prompt)?;
+        self.nodes.push(Node {
+            record: NodeRecord {
+                id: 0,
+                parent: None,
+                depth: 0,
+                text: String::new(),
+                tokens: prompt.len(),
+                path_tokens: 0,
+                score: None,
+                finish: None,
+                state: NodeState::Open,
+                subtree: 0,
+            },
+            kv,
+            held: true,
+        });
+        self.stats.prompt_tokens = prompt.len();
+        self.emit(SearchEvent::Started {
+            prompt_tokens: prompt.len(),
+        });
+
+        let mut plan: Plan = vec![(0, self.config.width)];
+        let mut end = None;
+        for depth in 1..=self.config.max_depth {
+            if self.stop {
+                end = Some(EndReason::Stopped);
+                break;
+            }
+            let created = self.expand(depth, &plan)?;
+            let mut record = DepthRecord::new(depth, plan.len(), created.len());
+            self.stats.depths = depth;
+            if self.stop {
+                self.depths.push(record);
+                end = Some(EndReason::Stopped);
+                break;
+            }
+            let scored = self.score(depth, created)?;
+            record.dropped = scored.dropped;
+            let open = self.close_trajectories(depth, &scored.scored, &mut record)?;
+            let kvs: Vec<NodeId> = open.iter().map(|&i| self.nodes[i].kv).collect();
+            (record.union_tokens, record.union_bytes) = self.lease.union(&kvs)?;
+            record.candidates = open.iter().map(|&i| self.nodes[i].record.id).collect();
+            let remaining = self
+                .config
+                .width
+                .saturating_sub(self.stats.finished + self.stats.truncated);
+            let width_based = matches!(
+                self.config.method,
+                Method::Ets | Method::Rebase | Method::Beam
+            );
+            let next = if open.is_empty() || self.stop {
+                Vec::new()
+            } else if remaining == 0 && width_based {
+                end = Some(EndReason::WidthSpent);
+                for &i in &open {
+                    self.close(i, NodeState::Pruned)?;
+                    self.stats.pruned += 1;
+                }
+                Vec::new()
+            } else {
+                let next = selection::select(
+                    &mut self,
+                    depth,
+                    &open,
+                    &scored.scored,
+                    remaining,
+                    &mut record,
+                )?;
+                let kept: Vec<NodeId> = next.iter().map(|&(i, _)| self.nodes[i].kv).collect();
+                record.kept_tokens = self.lease.union(&kept)?.0;
+                next
+            };
+            self.emit(SearchEvent::DepthDone {
+                depth,
+                frontier: open.len(),
+                finished: self.stats.finished,
+                truncated: self.stats.truncated,
+                live_tokens: record.union_tokens,
+                live_bytes: record.union_bytes,
+            });
+            self.depths.push(record);
+            if self.stop {
+                end = Some(EndReason::Stopped);
+                break;
+            }
+            if next.is_empty() {
+                let cap = depth == self.config.max_depth;
+                end = end.or(Some(if cap {
+                    EndReason::DepthCap
+                } else {
+                    EndReason::FrontierEmpty
+                }));
+                break;
+            }
+            plan = next;
+        }
+        let end = end.unwrap_or(EndReason::DepthCap);
+        self.finish_stats(started);
+        let nodes = self.nodes.iter().map(|n| n.record.clone()).collect();
+        Ok(SearchOutcome {
+            answer: self.best.clone(),
+            trajectories: std::mem::take(&mut self.trajectories),
+            nodes,
+            depths: std::mem::take(&mut self.depths),
+            stats: self.stats.clone(),
+            end,
+        })
+    }
+
+    /// Samples children for every planned node; returns the new nodes' indices.
+    fn expand(&mut self, depth: usize, plan: &Plan) -> Result<Vec<usize>, SearchError> {
+        let contexts = plan
+            .iter()
+            .map(|&(i, _)| self.lease.tree().path_tokens(self.nodes[i].kv))
+            .collect::<Result<Vec<_>, _>>()?;
+        let requests: Vec<ExpandRequest<'_>> = plan
+            .iter()
+            .zip(&contexts)
+            .map(|(&(i, n), context)| {
+                let node = &self.nodes[i].record;
+                ExpandRequest {
+                    context,
+                    num_children: n,
+                    max_tokens: self
+                        .config
+                        .max_step_tokens
+                        .min(self.config.max_total_tokens - node.path_tokens),
+                    seed: request_seed(self.config.seed, node.id),
+                    sampling: &self.config.sampling,
+                    step_delimiter: &self.config.step_delimiter,
+                }
+            })
+            .collect();
+        let results = self
+            .backends
+            .policy
+            .expand(&requests)
+            .map_err(Self::backend_error(BackendKind::Policy, depth))?;
+        drop(requests);
+        if results.len() != plan.len() {
+            return Err(SearchError::BackendShape {
+                kind: BackendKind::Policy,
+                depth,
+                expected: plan.len(),
+                got: results.len(),
+            });
+        }
+        self.stats.policy_calls += plan.len() as u64;
+        let mut created = Vec::new();
+        let mut generated = 0u64;
+        for (&(parent, asked), continuations) in plan.iter().zip(results) {
+            if continuations.len() > asked {
+                return Err(SearchError::BackendShape {
+                    kind: BackendKind::Policy,
+                    depth,
+                    expected: asked,
+                    got: continuations.len(),
+                });
+            }
+            for (k, c) in continuations.into_iter().enumerate() {
+                let kv = self.lease.insert(self.nodes[parent].kv, &c.token_ids)?;
+                let p = &self.nodes[parent].record;
+                let subtree = if self.config.method == Method::Dvts && depth == 1 {
+                    crate::select::dvts::subtree_of_root_child(k, self.config.width)
+                } else {
+                    p.subtree
+                };
+                generated += c.token_ids.len() as u64;
+                let record = NodeRecord {
+                    id: self.nodes.len() as u64,
+                    parent: Some(p.id),
+                    depth,
+                    tokens: c.token_ids.len(),
+                    path_tokens: p.path_tokens + c.token_ids.len(),
+                    text: c.text,
+                    score: None,
+                    finish: Some(c.finish),
+                    state: NodeState::Open,
+                    subtree,
+                };
+                created.push(self.nodes.len());
+                self.nodes.push(Node {
+                    record,
+                    kv,
+                    held: true,
+                });
+            }
+            self.close(parent, NodeState::Expanded)?;
+        }
+        self.stats.generated_tokens += generated;
+        self.emit(SearchEvent::Expanded {
+            depth,
+            parents: plan.len(),
+            children: created.len(),
+            generated_tokens: generated,
+        });
+        Ok(created)
+    }
+
+    /// Scores new children; drops those without a (finite) score.
+    fn score(&mut self, depth: usize, children: Vec<usize>) -> Result<Scored, SearchError> {
+        if children.is_empty() {
+            return Ok(Scored {
+                scored: Vec::new(),
+                dropped: 0,
+            });
+        }
+        let texts: Vec<Vec<&str>> = children
+            .iter()
+            .map(|&i| step_texts(&self.nodes, i))
+            .collect();
+        let requests: Vec<ScoreRequest<'_>> = texts
+            .iter()
+            .map(|steps| ScoreRequest {
+                problem: self.problem,
+                steps,
+            })
+            .collect();
+        let scores = self
+            .backends
+            .reward
+            .score(&requests)
+            .map_err(Self::backend_error(BackendKind::Reward, depth))?;
+        drop(requests);
+        drop(texts);
+        if scores.len() != children.len() {
+            return Err(SearchError::BackendShape {
+                kind: BackendKind::Reward,
+                depth,
+                expected: children.len(),
+                got: scores.len(),
+            });
+        }
+        self.stats.prm_calls += children.len() as u64;
+        let mut scored = Vec::with_capacity(children.len());
+        let mut dropped = 0;
+        for (&i, score) in children.iter().zip(scores) {
+            match score.filter(|s| s.is_finite()) {
+                Some(s) => {
+                    self.nodes[i].record.score = Some(s);
+                    scored.push(i);
+                }
+                None => {
+                    self.close(i, NodeState::Dropped)?;
+                    dropped += 1;
+                }
+            }
+        }
+        self.stats.dropped += dropped;
+        self.emit(SearchEvent::Scored {
+            depth,
+            scored: scored.len(),
+            dropped,
+        });
+        Ok(Scored { scored, dropped })
+    }
+
+    /// Closes finished and truncated children; returns the open ones.
+    fn close_trajectories(
+        &mut self,
+        depth: usize,
+        scored: &[usize],
+        record: &mut DepthRecord,
+    ) -> Result<Vec<usize>, SearchError> {
+        let mut open = Vec::new();
+        let mut new_answers = false;
+        for &i in scored {
+            let r = &self.nodes[i].record;
+            let finished = r.finish == Some(FinishReason::EndOfSequence)
+                || self
+                    .config
+                    .answer_markers
+                    .iter()
+                    .any(|m| r.text.contains(m.as_str()));
+            if finished {
+                let trajectory = self.trajectory(i);
+                self.emit(SearchEvent::Finished {
+                    depth,
+                    node: trajectory.leaf,
+                    score: trajectory.step_scores.last().copied().unwrap_or(0.0),
+                    answer: trajectory.answer.clone(),
+                });
+                new_answers |= trajectory.answer.is_some();
+                self.trajectories.push(trajectory);
+                self.close(i, NodeState::Finished)?;
+                self.stats.finished += 1;
+                record.finished += 1;
+            } else if r.path_tokens >= self.config.max_total_tokens
+                || depth == self.config.max_depth
+            {
+                self.close(i, NodeState::Truncated)?;
+                self.stats.truncated += 1;
+                record.truncated += 1;
+            } else {
+                open.push(i);
+            }
+        }
+        if new_answers {
+            self.update_best();
+        }
+        Ok(open)
+    }
+
+    fn trajectory(&self, leaf: usize) -> Trajectory {
+        let mut step_scores = Vec::new();
+        let mut at = Some(leaf);
+        while let Some(i) = at {
+            let r = &self.nodes[i].record;
+            if r.parent.is_some() {
+                step_scores.push(r.score.unwrap_or(0.0));
+            }
+            at = r.parent.map(|p| p as usize);
+        }
+        step_scores.reverse();
+        let text = step_texts(&self.nodes, leaf).concat();
+        Trajectory {
+            leaf: self.nodes[leaf].record.id,
+            answer: answer::extract_answer(&text),
+            tokens: self.nodes[leaf].record.path_tokens,
+            text,
+            step_scores,
+        }
+    }
+
+    fn update_best(&mut self) {
+        let candidates: Vec<answer::VoteCandidate<'_>> = self
+            .trajectories
+            .iter()
+            .map(|t| answer::VoteCandidate {
+                answer: t.answer.as_deref(),
+                step_scores: &t.step_scores,
+            })
+            .collect();
+        let outcome = answer::vote(&candidates, self.config.vote, answer::Dataset::Math);
+        if let Some(best) = outcome.answer {
+            if self.best.as_deref() != Some(best.as_str()) {
+                let votes = outcome
+                    .groups
+                    .iter()
+                    .find(|g| g.0 == best)
+                    .map_or(0, |g| g.2);
+                self.best = Some(best.clone());
+                self.emit(SearchEvent::BestAnswer {
+                    answer: best,
+                    support: outcome.support,
+                    votes,
+                });
+            }
+        }
+    }
+
+    fn finish_stats(&mut self, started: Instant) {
+        let live: Vec<(u64, u64)> = self
+            .depths
+            .iter()
+            .filter(|d| !d.candidates.is_empty())
+            .map(|d| (d.union_tokens, d.union_bytes))
+            .collect();
+        self.stats.kv_metric_tokens = live.iter().map(|l| l.0).sum();
+        self.stats.peak_live_tokens = live.iter().map(|l| l.0).max().unwrap_or(0);
+        self.stats.peak_live_bytes = live.iter().map(|l| l.1).max().unwrap_or(0);
+        if !live.is_empty() {
+            self.stats.mean_live_tokens = self.stats.kv_metric_tokens as f64 / live.len() as f64;
+            self.stats.mean_live_bytes =
+                live.iter().map(|l| l.1 as f64).sum::<f64>() / live.len() as f64;
+        }
+        self.stats.nodes = self.nodes.len();
+        self.stats.selection_time = self.depths.iter().map(|d| d.selection_time).sum();
+        self.stats.wall_time = started.elapsed();
+    }
+}
+
+/// Step texts from the root's first child to `index`.
+fn step_texts(nodes: &[Node], index: usize) -> Vec<&str> {
+    let mut texts = Vec::new();
+    let mut at = Some(index);
+    while let Some(i) = at {
+        let r = &nodes[i].record;
+        if r.parent.is_some() {
+            texts.push(r.text.as_str());
+        }
+        at = r.parent.map(|p| p as usize);
+    }
+    texts.reverse();
+    texts
+}
+
+/// Children that survived scoring.
+pub(super) struct Scored {
+    pub(super) scored: Vec<usize>,
+    pub(super) dropped: usize,
+}

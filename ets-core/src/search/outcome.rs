@@ -1,0 +1,208 @@
+//! What a search reports: the whole tree, per-depth records, finished trajectories and stats.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::FinishReason;
+
+/// Where a node ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeState {
+    /// On the frontier when the search ended (it was stopped).
+    Open,
+    /// Had children sampled from it.
+    Expanded,
+    /// Ends a finished trajectory (answer marker or end of sequence).
+    Finished,
+    /// Hit the token cap or the depth cap; never an answer.
+    Truncated,
+    /// Kept no children at a selection.
+    Pruned,
+    /// Had no reward score; dropped without spending budget.
+    Dropped,
+}
+
+/// One node of the search tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Id within the search; the root (the prompt) is 0, children count up in creation order.
+    pub id: u64,
+    /// Parent id; `None` for the root.
+    pub parent: Option<u64>,
+    /// Depth; the root is 0.
+    pub depth: usize,
+    /// The step's text (empty for the root).
+    pub text: String,
+    /// Tokens of this step (the prompt's for the root).
+    pub tokens: usize,
+    /// Tokens generated from the root to this node, the prompt excluded.
+    pub path_tokens: usize,
+    /// Reward score of the step.
+    pub score: Option<f64>,
+    /// Why the policy stopped the step.
+    pub finish: Option<FinishReason>,
+    /// Final state.
+    pub state: NodeState,
+    /// DVTS subtree (0 for other methods).
+    pub subtree: usize,
+}
+
+/// Summary of one retention solve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetentionSummary {
+    /// Objective of the kept set.
+    pub objective: f64,
+    /// False when the solver's time cap ended it first.
+    pub proven_optimal: bool,
+    /// Branch-and-bound nodes.
+    pub nodes_explored: usize,
+    /// LP relaxations solved.
+    pub lp_solves: usize,
+}
+
+/// What happened at one depth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DepthRecord {
+    /// Depth of the children created here (1 for the root's children).
+    pub depth: usize,
+    /// Nodes expanded.
+    pub expanded: usize,
+    /// Children created.
+    pub children_created: usize,
+    /// Children dropped for lack of a score.
+    pub dropped: usize,
+    /// Children that finished.
+    pub finished: usize,
+    /// Children truncated (token or depth cap).
+    pub truncated: usize,
+    /// Open candidates the selection saw, by node id.
+    pub candidates: Vec<u64>,
+    /// Cluster label per candidate (ETS with `lambda_s > 0` only; empty otherwise).
+    pub clusters: Vec<usize>,
+    /// Candidates that got children.
+    pub kept: Vec<u64>,
+    /// Children allocated to each candidate.
+    pub allocation: Vec<usize>,
+    /// Tokens in the union of the root→candidate paths before pruning, the prompt included:
+    /// the paper's KV measure for this depth.
+    pub union_tokens: u64,
+    /// The same in bytes.
+    pub union_bytes: u64,
+    /// Tokens in the union of the root paths of the kept candidates (after pruning).
+    pub kept_tokens: u64,
+    /// The ETS retention solve of this depth.
+    pub retention: Option<RetentionSummary>,
+    /// Time spent selecting (clustering and retention included).
+    pub selection_time: Duration,
+}
+
+impl DepthRecord {
+    pub(crate) fn new(depth: usize, expanded: usize, children_created: usize) -> Self {
+        Self {
+            depth,
+            expanded,
+            children_created,
+            dropped: 0,
+            finished: 0,
+            truncated: 0,
+            candidates: Vec::new(),
+            clusters: Vec::new(),
+            kept: Vec::new(),
+            allocation: Vec::new(),
+            union_tokens: 0,
+            union_bytes: 0,
+            kept_tokens: 0,
+            retention: None,
+            selection_time: Duration::ZERO,
+        }
+    }
+}
+
+/// A finished trajectory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trajectory {
+    /// Id of its last node.
+    pub leaf: u64,
+    /// Every step's text, concatenated.
+    pub text: String,
+    /// Reward score of each step, oldest first.
+    pub step_scores: Vec<f64>,
+    /// Answer extracted from the text.
+    pub answer: Option<String>,
+    /// Tokens generated.
+    pub tokens: usize,
+}
+
+/// Why the search loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    /// Finished plus truncated trajectories used the whole width.
+    WidthSpent,
+    /// No open node was left to expand.
+    FrontierEmpty,
+    /// The depth cap was reached.
+    DepthCap,
+    /// The observer asked the search to stop.
+    Stopped,
+}
+
+/// Counters of a whole search.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SearchStats {
+    /// The paper's KV metric: union tokens of root→candidate paths, summed over depths.
+    pub kv_metric_tokens: u64,
+    /// Largest per-depth union (tokens).
+    pub peak_live_tokens: u64,
+    /// Largest per-depth union (bytes).
+    pub peak_live_bytes: u64,
+    /// Mean per-depth union (tokens).
+    pub mean_live_tokens: f64,
+    /// Mean per-depth union (bytes).
+    pub mean_live_bytes: f64,
+    /// Tokens of the root prompt.
+    pub prompt_tokens: usize,
+    /// Tokens the policy generated.
+    pub generated_tokens: u64,
+    /// Nodes the policy expanded (one request each).
+    pub policy_calls: u64,
+    /// Steps the reward model scored.
+    pub prm_calls: u64,
+    /// Texts embedded for clustering.
+    pub embedded_texts: u64,
+    /// Time spent in selection (clustering and retention included).
+    pub selection_time: Duration,
+    /// Depths run.
+    pub depths: usize,
+    /// Nodes created, the root included.
+    pub nodes: usize,
+    /// Finished trajectories.
+    pub finished: usize,
+    /// Truncated trajectories.
+    pub truncated: usize,
+    /// Children dropped for lack of a score.
+    pub dropped: usize,
+    /// Nodes pruned by selection.
+    pub pruned: usize,
+    /// Wall-clock time of the search.
+    pub wall_time: Duration,
+}
+
+/// The result of a search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchOutcome {
+    /// The answer chosen by the configured vote, if any trajectory has one.
+    pub answer: Option<String>,
+    /// Finished trajectories, in the order they finished.
+    pub trajectories: Vec<Trajectory>,
+    /// Every node of the tree, by id.
+    pub nodes: Vec<NodeRecord>,
+    /// One record per depth run.
+    pub depths: Vec<DepthRecord>,
+    /// Counters.
+    pub stats: SearchStats,
+    /// Why the search ended.
+    pub end: EndReason,
+}
