@@ -1,6 +1,6 @@
 //! The references one search holds in the KV tree, released on every way out.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use ets_kvtree::{KvTree, KvTreeError, NodeId};
 
@@ -9,14 +9,14 @@ use ets_kvtree::{KvTree, KvTreeError, NodeId};
 /// (apart from unreferenced nodes kept cached until the tree's owner evicts them).
 pub(crate) struct KvLease<'t> {
     tree: &'t mut KvTree<()>,
-    held: HashMap<NodeId, u32>,
+    held: BTreeMap<NodeId, u32>,
 }
 
 impl<'t> KvLease<'t> {
     pub(crate) fn new(tree: &'t mut KvTree<()>) -> Self {
         Self {
             tree,
-            held: HashMap::new(),
+            held: BTreeMap::new(),
         }
     }
 
@@ -52,7 +52,7 @@ impl<'t> KvLease<'t> {
 
 impl Drop for KvLease<'_> {
     fn drop(&mut self) {
-        for (id, n) in self.held.drain() {
+        for (id, n) in std::mem::take(&mut self.held) {
             for _ in 0..n {
                 // Every id here was referenced by this lease, so release cannot fail.
                 let _ = self.tree.release(id);
