@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::answer::{StepAggregate, VoteRule};
 use crate::error::ConfigError;
 
 /// The selection policy that decides how many children each frontier node gets.
@@ -126,6 +127,8 @@ pub struct SearchConfig {
     pub answer_markers: Vec<String>,
     /// Wall-clock cap of one retention solve; past it the best incumbent is used.
     pub retention_time_limit: Duration,
+    /// How finished trajectories vote for the answer.
+    pub vote: VoteRule,
 }
 
 impl Default for SearchConfig {
@@ -145,6 +148,7 @@ impl Default for SearchConfig {
             step_delimiter: "\n\n".to_owned(),
             answer_markers: vec!["The answer is".to_owned(), "\\boxed".to_owned()],
             retention_time_limit: Duration::from_millis(500),
+            vote: VoteRule::WeightedMajority(StepAggregate::Last),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! calls ([`backend`]: `Policy`, `Reward`, `Embedder`, `RetentionSolver`, `Clusterer`), the ETS
 //! retention problem's definition ([`retention`]), selection policies ([`select`]: REBASE, ETS,
 //! beam, DVTS, best-of-N), the search driver ([`search`]), and answers ([`answer`]: extraction,
-//! MATH/GSM8K grading, voting).
+//! MATH/GSM8K grading, voting), and the wire protocol between client and daemon ([`protocol`]:
+//! messages and the one length-prefixed bincode codec).
 //!
 //! **Must not**: depend on a model engine (mistralrs, candle), an async runtime (tokio), the LP
 //! solver (clarabel) or the neighbour index (hnsw_rs). Those sit behind the traits in
@@ -20,8 +21,9 @@ pub mod answer;
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod protocol;
 pub mod retention;
-// pub mod search; (enabled once the answer module lands)
+pub mod search;
 pub mod select;
 
 pub use backend::{

@@ -1,1 +1,40 @@
 //! Answers: extraction from step text, MATH/GSM8K grading, voting over finished trajectories.
+//!
+//! A finished trajectory's text goes through [`extract_answer`] (last `\boxed{…}`, else "The
+//! answer is: X", else GSM8K's `#### N`); [`answers_equal`] decides whether two answers are
+//! the same under a [`Dataset`]'s conventions; [`vote()`] groups the answers of many
+//! trajectories by that equivalence and picks one by a [`VoteRule`] over PRM step scores
+//! combined with a [`StepAggregate`].
+//!
+//! Layout:
+//! - `extract`: [`extract_answer`], [`last_boxed`], [`answer_is`], [`gsm8k_hash`],
+//!   [`gsm8k_reference`], [`strip_calculator_annotations`].
+//! - `normalize`: [`math_normalize`] (Hendrycks' MATH normalizer) and [`prm_normalize`]
+//!   (PRM800K's second normalizer).
+//! - `grade`: [`math_equal`] (PRM800K's grading rules), [`gsm8k_equal`], [`answers_equal`].
+//! - `expr` (private): the arithmetic parser and numeric evaluator behind `math_equal`.
+//! - `vote`: [`aggregate`], [`vote()`].
+//!
+//! **Invariants**: every function here is pure and total — any string in, an answer out, no
+//! panics, no I/O. Grading is not symbolic: where PRM800K calls sympy, [`math_equal`] evaluates
+//! numerically (see its documentation for what that covers and what it does not).
+//!
+//! **Must not**: depend on a model, a tokenizer or the search; the vote sees only answers and
+//! step scores.
+
+mod expr;
+mod extract;
+mod grade;
+mod normalize;
+mod vote;
+
+#[cfg(test)]
+mod data_tests;
+
+pub use extract::{
+    answer_is, extract_answer, gsm8k_hash, gsm8k_reference, last_boxed,
+    strip_calculator_annotations,
+};
+pub use grade::{answers_equal, gsm8k_equal, math_equal, Dataset};
+pub use normalize::{math_normalize, prm_normalize};
+pub use vote::{aggregate, vote, StepAggregate, VoteCandidate, VoteOutcome, VoteRule};

@@ -1,0 +1,292 @@
+//! Requests a client sends, responses and events the daemon sends back.
+//!
+//! Every request but `Hello` may be sent after the handshake; a `Solve` answers `Accepted` with
+//! the job id, then (if asked) a stream of `Event`s, then exactly one `Result`, `Failed` or
+//! `Cancelled` for that job. Other requests answer with one response each.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::SearchConfig;
+use crate::search::{SearchEvent, SearchOutcome};
+
+/// Daemon-assigned job id, unique for the daemon's lifetime.
+pub type JobId = u64;
+
+/// Which models a solve uses; `None` fields take the daemon's defaults.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ModelChoice {
+    /// Policy model: a store alias or a path.
+    pub policy: Option<String>,
+    /// Process reward model: a store alias or a path.
+    pub prm: Option<String>,
+    /// PRM profile name or profile file.
+    pub prm_profile: Option<String>,
+    /// Embedder for ETS clustering: a store alias or a path.
+    pub embedder: Option<String>,
+}
+
+/// One problem to solve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SolveRequest {
+    /// A tag of the client's (a batch line id, say), echoed in the result.
+    pub tag: Option<String>,
+    /// The problem text.
+    pub problem: String,
+    /// Search settings.
+    pub config: SearchConfig,
+    /// Models.
+    pub models: ModelChoice,
+    /// Wall-clock budget in milliseconds from acceptance; the job fails past it.
+    pub deadline_ms: Option<u64>,
+    /// Send progress events, not only the result.
+    pub stream_events: bool,
+}
+
+impl SolveRequest {
+    /// A request with default settings and models.
+    pub fn new(problem: impl Into<String>) -> Self {
+        Self {
+            tag: None,
+            problem: problem.into(),
+            config: SearchConfig::default(),
+            models: ModelChoice::default(),
+            deadline_ms: None,
+            stream_events: true,
+        }
+    }
+}
+
+/// Role a model plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ModelRole {
+    /// Policy LLM.
+    Policy,
+    /// Process reward model.
+    Prm,
+    /// Step embedder.
+    Embedder,
+}
+
+/// A request from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Opens the connection: the client's protocol version and name.
+    Hello {
+        /// [`super::PROTOCOL_VERSION`] of the client.
+        protocol: u32,
+        /// Free-form client name for logs.
+        client: String,
+    },
+    /// Runs a search.
+    Solve(Box<SolveRequest>),
+    /// Cancels a job (any client's).
+    Cancel {
+        /// The job.
+        job: JobId,
+    },
+    /// Lists queued and running jobs.
+    ListJobs,
+    /// Daemon status: models, jobs, totals.
+    Status,
+    /// Prometheus text exposition of the daemon's metrics.
+    Metrics,
+    /// Loads a model and keeps it warm.
+    LoadModel {
+        /// Alias or path.
+        model: String,
+        /// Role it is loaded for.
+        role: ModelRole,
+        /// Idle keep-alive in seconds; negative keeps it forever; `None` takes the default.
+        keep_alive_secs: Option<i64>,
+    },
+    /// Unloads a model.
+    UnloadModel {
+        /// Alias or path.
+        model: String,
+    },
+    /// Pins (or unpins) a model so it is never unloaded for idleness.
+    PinModel {
+        /// Alias or path.
+        model: String,
+        /// Pin or unpin.
+        pinned: bool,
+    },
+    /// Downloads a model into the store.
+    Pull {
+        /// Store alias.
+        alias: String,
+    },
+    /// Stops the daemon: running jobs fail with "shutting down".
+    Shutdown,
+}
+
+/// State of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobState {
+    /// Waiting for a search slot.
+    Queued,
+    /// Searching.
+    Running,
+}
+
+/// A job in [`Response::Jobs`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// Id.
+    pub job: JobId,
+    /// Client tag.
+    pub tag: Option<String>,
+    /// State.
+    pub state: JobState,
+    /// Queue position (0 = next) while queued.
+    pub queue_position: Option<usize>,
+    /// Deepest depth done.
+    pub depth: usize,
+    /// Live KV tokens of its tree.
+    pub live_tokens: u64,
+    /// Milliseconds since accepted.
+    pub age_ms: u64,
+    /// The first line of the problem.
+    pub problem: String,
+}
+
+/// A model in [`StatusReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Alias or path.
+    pub model: String,
+    /// Roles it is loaded for.
+    pub roles: Vec<ModelRole>,
+    /// Whether it is pinned.
+    pub pinned: bool,
+    /// Approximate resident bytes.
+    pub bytes: u64,
+    /// Seconds since last use.
+    pub idle_secs: u64,
+    /// Idle keep-alive in seconds (negative = forever).
+    pub keep_alive_secs: i64,
+}
+
+/// Answer to [`Request::Status`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Daemon version.
+    pub version: String,
+    /// Process id.
+    pub pid: u32,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Loaded models.
+    pub models: Vec<ModelInfo>,
+    /// Queued and running jobs.
+    pub jobs: Vec<JobInfo>,
+    /// Jobs finished since start.
+    pub jobs_done: u64,
+    /// Jobs failed since start.
+    pub jobs_failed: u64,
+    /// Jobs cancelled since start.
+    pub jobs_cancelled: u64,
+    /// Live KV bytes over all jobs.
+    pub live_kv_bytes: u64,
+    /// KV byte budget, if any.
+    pub kv_budget_bytes: Option<u64>,
+}
+
+/// Progress of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobEvent {
+    /// Waiting; `position` jobs are ahead.
+    Queued {
+        /// Jobs ahead of this one.
+        position: usize,
+    },
+    /// Models are loaded and the search started.
+    Started,
+    /// Progress of the search itself.
+    Search(SearchEvent),
+}
+
+/// Machine-readable class of an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The request was malformed or had bad values.
+    BadRequest,
+    /// Protocol versions differ.
+    ProtocolMismatch,
+    /// A model could not be found or loaded.
+    Model,
+    /// The search failed.
+    Search,
+    /// A resource limit (KV budget, queue) refused the job.
+    Resources,
+    /// The daemon is shutting down.
+    ShuttingDown,
+    /// No such job.
+    UnknownJob,
+    /// The job passed its deadline.
+    Deadline,
+    /// Anything else.
+    Internal,
+}
+
+/// A response or event from the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// Handshake answer: the daemon's protocol version and name.
+    Hello {
+        /// [`super::PROTOCOL_VERSION`] of the daemon.
+        protocol: u32,
+        /// Daemon name and version.
+        daemon: String,
+    },
+    /// A solve was accepted as this job.
+    Accepted {
+        /// The job.
+        job: JobId,
+    },
+    /// Progress of a job.
+    Event {
+        /// The job.
+        job: JobId,
+        /// What happened.
+        event: JobEvent,
+    },
+    /// A job's search finished.
+    Result {
+        /// The job.
+        job: JobId,
+        /// The client's tag.
+        tag: Option<String>,
+        /// The search's outcome.
+        outcome: Box<SearchOutcome>,
+    },
+    /// A job failed.
+    Failed {
+        /// The job.
+        job: JobId,
+        /// Why.
+        kind: ErrorKind,
+        /// What went wrong, for people.
+        message: String,
+    },
+    /// A job was cancelled.
+    Cancelled {
+        /// The job.
+        job: JobId,
+    },
+    /// Answer to `ListJobs`.
+    Jobs(Vec<JobInfo>),
+    /// Answer to `Status`.
+    Status(Box<StatusReport>),
+    /// Answer to `Metrics`: Prometheus text exposition.
+    Metrics(String),
+    /// The request was carried out.
+    Done,
+    /// The request failed (not tied to a job).
+    Error {
+        /// Class.
+        kind: ErrorKind,
+        /// What went wrong, for people.
+        message: String,
+    },
+}
