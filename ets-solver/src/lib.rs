@@ -1,9 +1,10 @@
 //! # ets-solver — the optimisation parts of ETS
 //!
 //! **Owns**: the exact solver of the ETS retention problem ([`retention`]: a dynamic program over
-//! the tree for the first incumbent, Clarabel LP relaxations inside branch-and-bound for the
-//! proof) and semantic clustering of step embeddings ([`cluster`]: an hnsw_rs neighbour graph of
-//! pairs within the threshold, exact average linkage inside each connected component).
+//! the tree, exact whenever no cluster spans two parents, and otherwise branch-and-bound over the
+//! coupled clusters with Lagrangian bounds from subgradient steps and Clarabel LP duals) and semantic clustering of step embeddings ([`cluster`]: the exact graph of pairs
+//! within the threshold, found by a vectorised all-pairs scan, and exact average linkage inside
+//! each connected component; hnsw_rs was measured and rejected, see the crate README).
 //!
 //! **Must not**: know about models, tokens, sockets or the search driver. It implements
 //! `ets_core::RetentionSolver` and `ets_core::Clusterer` and nothing calls back into it.

@@ -1,1 +1,141 @@
-//! Retention solver (being written).
+//! The exact solver of the ETS retention problem ([`ets_core::retention`]).
+//!
+//! [`BranchAndBound`] answers in three ways, cheapest first:
+//! - **Keep everything** when the node cost is negative (`λ_b = 0`): every term of the objective
+//!   then grows with the kept set, so the full set is optimal and, being the largest, is also
+//!   the one the tie-break prefers.
+//! - **Tree dynamic program** (`dp.rs`) when `λ_s = 0` or every cluster's members share one
+//!   parent (singletons included): a cluster inside one parent is a group the program prices
+//!   exactly (its value is earned once if any member is kept), so the program is exact. No LP
+//!   is solved and no branch-and-bound node is counted.
+//! - **Branch-and-bound** (`branch.rs`) when clusters span parents: Lagrangian bounds computed
+//!   by the tree program, with multipliers improved by subgradient steps and, where those do not
+//!   settle a node, taken from a Clarabel LP relaxation; branching on cluster decisions.
+//!
+//! Layout: `tree.rs` preprocesses the problem, `dp.rs` is the tree program, `bound.rs` the node
+//! relaxation, `lp.rs` the Clarabel LP, `heuristic.rs` the local search for a first incumbent,
+//! `branch.rs` the search.
+//!
+//! Ties: every path resolves ties as [`ets_core::RetentionProblem::compare`] does, so the kept
+//! set is the one [`ets_core::retention::BruteForceRetention`] returns (up to objectives that
+//! differ by about the tie tolerance itself, where "tie" stops being transitive).
+
+mod bound;
+mod branch;
+mod dp;
+mod heuristic;
+mod lp;
+mod tree;
+
+use std::time::Duration;
+
+use ets_core::{Retention, RetentionError, RetentionProblem, RetentionSolver};
+
+use bound::Relaxation;
+use tree::{Fix, Instance};
+
+/// Exact retention solver: a tree dynamic program, and branch-and-bound with Clarabel LP
+/// relaxations when clusters couple candidates.
+///
+/// ```
+/// use ets_core::{RetentionProblem, RetentionSolver};
+/// use ets_solver::retention::BranchAndBound;
+///
+/// // r → A → {a1, a2}, r → B → {b1}; a1 and a2 say the same thing.
+/// let problem = RetentionProblem {
+///     targets: vec![0.8, 0.1, 0.1],
+///     candidate_parent: vec![1, 1, 2],
+///     ancestor_parent: vec![None, Some(0), Some(0)],
+///     clusters: vec![0, 0, 1],
+///     num_clusters: 2,
+///     lambda_b: 1.0,
+///     lambda_s: 1.5,
+///     scores: vec![0.9, 0.8, 0.5],
+///     node_ids: vec![3, 4, 5],
+/// };
+/// let retention = BranchAndBound::default().solve(&problem);
+/// assert_eq!(retention.keep, vec![true, false, true]);
+/// assert!(retention.proven_optimal);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BranchAndBound {
+    /// Wall-clock cap of one solve. When it runs out the best set found so far is returned
+    /// with `proven_optimal = false`.
+    pub time_limit: Duration,
+    /// Subgradient steps on the cluster multipliers a node takes, each one run of the tree
+    /// program, before it falls back to its LP relaxation. 0 solves an LP at every node the
+    /// inherited multipliers do not settle.
+    pub dual_steps: usize,
+}
+
+impl Default for BranchAndBound {
+    /// A 500 ms cap, far above the fraction of a millisecond realistic problems take, and 40
+    /// subgradient steps.
+    fn default() -> Self {
+        BranchAndBound {
+            time_limit: Duration::from_millis(500),
+            dual_steps: 40,
+        }
+    }
+}
+
+impl BranchAndBound {
+    /// Validates `problem` and solves it.
+    ///
+    /// # Errors
+    /// The problem's [`RetentionProblem::validate`] error, when it is malformed.
+    pub fn try_solve(&self, problem: &RetentionProblem) -> Result<Retention, RetentionError> {
+        problem.validate()?;
+        let inst = Instance::new(problem);
+        let n = inst.num_candidates();
+        if inst.cost <= 0.0 {
+            let keep = vec![true; n];
+            return Ok(Retention {
+                objective: problem.objective(&keep),
+                keep,
+                proven_optimal: true,
+                nodes_explored: 0,
+                lp_solves: 0,
+            });
+        }
+        if inst.cluster_value == 0.0 || !inst.has_coupled_clusters() {
+            // Clusters within one parent are exact groups; with λ_s = 0 the zero multipliers
+            // are exact too.
+            let mut relax = Relaxation::new(&inst);
+            let zero = vec![0.0; inst.num_clusters()];
+            let keep = match relax.bound(&inst, &vec![Fix::Free; n], &zero) {
+                Some(_) => relax.dp.keep,
+                None => unreachable!("a validated problem has a candidate, so a feasible set"),
+            };
+            return Ok(Retention {
+                objective: problem.objective(&keep),
+                keep,
+                proven_optimal: true,
+                nodes_explored: 0,
+                lp_solves: 0,
+            });
+        }
+        let outcome = branch::solve(&inst, self.time_limit, self.dual_steps);
+        Ok(Retention {
+            keep: outcome.keep,
+            objective: outcome.objective,
+            proven_optimal: outcome.proven_optimal,
+            nodes_explored: outcome.nodes,
+            lp_solves: outcome.lp_solves,
+        })
+    }
+}
+
+impl RetentionSolver for BranchAndBound {
+    /// Solves a problem the caller has validated.
+    ///
+    /// # Panics
+    /// When the problem is malformed: the search driver validates every problem before it calls
+    /// the solver, so this is a caller bug. Use [`BranchAndBound::try_solve`] to get the error.
+    fn solve(&self, problem: &RetentionProblem) -> Retention {
+        match self.try_solve(problem) {
+            Ok(retention) => retention,
+            Err(e) => panic!("invalid retention problem (validate before solving): {e}"),
+        }
+    }
+}

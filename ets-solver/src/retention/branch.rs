@@ -1,0 +1,277 @@
+//! Branch-and-bound over cluster decisions, for problems with clusters across parents.
+//!
+//! A node fixes some candidates in or out. Its bound is the Lagrangian bound of
+//! [`super::bound`]. A child is first bounded with the multipliers its parent ended with (at
+//! the root `μ = λ_s/K`, the cheap bound). When that neither prunes nor solves it, the node
+//! takes up to `dual_steps` subgradient steps on the multipliers (each one run of the tree
+//! program), and if it still stands, solves its LP relaxation with Clarabel ([`super::lp`]) and
+//! bounds again with the LP duals. A node that still stands branches on the coupled cluster
+//! with the largest gap: one child per free member `f_t` (in tie-ranking order) that keeps `f_t`
+//! and drops `f_1..f_{t−1}`, and one child that drops them all. Every child decides its cluster,
+//! so the tree is at most as deep as there are coupled clusters. Children are bounded when
+//! created and explored depth-first, the highest bound first.
+//!
+//! Every relaxed set is a feasible kept set and is offered to the incumbent, which changes only
+//! when [`ets_core::RetentionProblem::compare`] prefers the offer. A node is pruned when no set
+//! in it can be preferred: its bound is below the incumbent by more than the tie tolerance, or
+//! within it and the largest set the node allows is not ahead of the incumbent in the
+//! tie-ranking order. A node whose relaxed set attains its bound is solved, and because the tree
+//! program resolves ties the same way, that set is the one the tie-break prefers within the
+//! node. So the answer is the tie-break's choice among the optimal sets, as brute force gives.
+
+use std::cmp::Ordering;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use ets_core::retention::TIE_TOLERANCE;
+
+use super::bound::{ClusterState, NodeBound, Relaxation};
+use super::heuristic::LocalSearch;
+use super::lp;
+use super::tree::{Fix, Instance};
+
+/// Float error allowed between a bound and the objective of a set under it.
+const BOUND_SLACK: f64 = 1e-12;
+
+/// What the search ended with.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    /// The best kept set found.
+    pub(crate) keep: Vec<bool>,
+    /// Its objective, as [`ets_core::RetentionProblem::objective`] computes it.
+    pub(crate) objective: f64,
+    /// False when the time limit stopped the search.
+    pub(crate) proven_optimal: bool,
+    /// Nodes bounded, the root included.
+    pub(crate) nodes: usize,
+    /// LP relaxations solved.
+    pub(crate) lp_solves: usize,
+}
+
+/// A node waiting on the stack, already bounded with its parent's multipliers.
+#[derive(Debug)]
+struct Node {
+    fix: Vec<Fix>,
+    mu: Rc<Vec<f64>>,
+    bound: NodeBound,
+}
+
+/// The state of one branch-and-bound run.
+struct Search<'i, 'p> {
+    inst: &'i Instance<'p>,
+    relax: Relaxation,
+    settings: clarabel::solver::DefaultSettings<f64>,
+    keep: Vec<bool>,
+    objective: f64,
+    nodes: usize,
+    lp_solves: usize,
+    dual_steps: usize,
+}
+
+impl Search<'_, '_> {
+    /// Makes `keep` the incumbent if the tie-break rule prefers it; returns its objective.
+    fn offer(&mut self, keep: &[bool]) -> f64 {
+        let problem = self.inst.problem;
+        let objective = problem.objective(keep);
+        if problem.compare(
+            &self.inst.ranking,
+            keep,
+            objective,
+            &self.keep,
+            self.objective,
+        ) == Ordering::Greater
+        {
+            self.keep.copy_from_slice(keep);
+            self.objective = objective;
+        }
+        objective
+    }
+
+    /// True when no set under `fix` with objective at most `bound` can beat the incumbent.
+    fn prunable(&self, bound: f64, fix: &[Fix]) -> bool {
+        if bound + BOUND_SLACK < self.objective - TIE_TOLERANCE {
+            return true;
+        }
+        bound + BOUND_SLACK <= self.objective + TIE_TOLERANCE
+            && !self.inst.node_may_beat(fix, &self.keep)
+    }
+
+    /// Bounds a node and offers its relaxed set. Returns the bound while the node needs more
+    /// work: `None` when it allows no set, is pruned, or is solved (its relaxed set's objective
+    /// is its bound, up to float noise, or no cluster is coupled any more).
+    fn evaluate(&mut self, fix: &[Fix], mu: &[f64]) -> Option<NodeBound> {
+        let bound = self.relax.bound(self.inst, fix, mu)?;
+        let relaxed = std::mem::take(&mut self.relax.dp.keep);
+        let objective = self.offer(&relaxed);
+        self.relax.dp.keep = relaxed;
+        let solved = bound.branch.is_none() || objective + BOUND_SLACK >= bound.value;
+        (!solved && !self.prunable(bound.value, fix)).then_some(bound)
+    }
+
+    /// Subgradient steps on the multipliers (Polyak's rule towards the incumbent), keeping the
+    /// best bound in `node`. Returns `None` as soon as the node is pruned or solved.
+    fn ascend(&mut self, mut node: Node, iterations: usize) -> Option<Node> {
+        let inst = self.inst;
+        let v = inst.cluster_value;
+        let mut mu = node.mu.as_ref().clone();
+        let mut value = self.evaluate(&node.fix, &mu)?.value;
+        let mut step = 1.0;
+        let mut gradient = vec![0.0; inst.num_clusters()];
+        for _ in 0..iterations {
+            let mut norm = 0.0;
+            for (k, g) in gradient.iter_mut().enumerate() {
+                // ∂L/∂μ_k = (kept members of k) − 1 for a coupled cluster.
+                *g = if self.relax.state[k] == ClusterState::Coupled {
+                    let kept = inst
+                        .members(k)
+                        .iter()
+                        .filter(|&&i| self.relax.dp.keep[i])
+                        .count();
+                    kept as f64 - 1.0
+                } else {
+                    0.0
+                };
+                norm += *g * *g;
+            }
+            if norm == 0.0 {
+                break;
+            }
+            let target = self.objective - TIE_TOLERANCE;
+            let t = step * (value - target).max(1e-9) / norm;
+            for (mu_k, &g) in mu.iter_mut().zip(&gradient) {
+                if g != 0.0 {
+                    *mu_k = (*mu_k - t * g).clamp(0.0, v);
+                }
+            }
+            let bound = self.evaluate(&node.fix, &mu)?;
+            value = bound.value;
+            if bound.value < node.bound.value - BOUND_SLACK {
+                node.bound = bound;
+                node.mu = Rc::new(mu.clone());
+            } else {
+                step *= 0.5;
+            }
+        }
+        Some(node)
+    }
+
+    /// Tightens the bound of a node that its inherited multipliers neither prune nor solve:
+    /// subgradient steps first, then the LP multipliers. Returns the node if it still stands.
+    fn tighten(&mut self, node: Node, remaining: Duration) -> Option<Node> {
+        let mut node = self.ascend(node, self.dual_steps)?;
+        if self.prunable(node.bound.value, &node.fix) {
+            return None;
+        }
+        // The LP reads the tree program's values of the parts of this node that no coupled
+        // cluster reaches: the last run of the program (in `ascend`) was for this node.
+        let mut mu = node.mu.as_ref().clone();
+        self.settings.time_limit = remaining.as_secs_f64();
+        self.lp_solves += 1;
+        if !lp::cluster_multipliers(self.inst, &node.fix, &self.relax, &self.settings, &mut mu) {
+            return Some(node);
+        }
+        let bound = self.evaluate(&node.fix, &mu)?;
+        if bound.value < node.bound.value {
+            node.bound = bound;
+            node.mu = Rc::new(mu);
+        }
+        Some(node)
+    }
+
+    /// The children of `node`, bounded, without those that are pruned or solved, in the order
+    /// they should be pushed (highest bound last).
+    fn children(&mut self, node: &Node, cluster: usize) -> Vec<Node> {
+        let free: Vec<usize> = self
+            .inst
+            .members(cluster)
+            .iter()
+            .copied()
+            .filter(|&i| node.fix[i] == Fix::Free)
+            .collect();
+        let mut out = Vec::with_capacity(free.len() + 1);
+        for t in 0..=free.len() {
+            let mut fix = node.fix.clone();
+            for &i in &free[..t] {
+                fix[i] = Fix::Out;
+            }
+            if let Some(&i) = free.get(t) {
+                fix[i] = Fix::In;
+            }
+            self.nodes += 1;
+            if let Some(bound) = self.evaluate(&fix, &node.mu) {
+                out.push(Node {
+                    fix,
+                    mu: Rc::clone(&node.mu),
+                    bound,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.bound.value.total_cmp(&b.bound.value));
+        out
+    }
+}
+
+/// Solves a problem with coupled clusters and a positive node cost to optimality, or returns
+/// the incumbent with `proven_optimal = false` when `time_limit` runs out. `dual_steps` is the
+/// number of subgradient steps a node takes before it solves its LP.
+pub(crate) fn solve(inst: &Instance<'_>, time_limit: Duration, dual_steps: usize) -> Outcome {
+    let start = Instant::now();
+    let n = inst.num_candidates();
+    let mut search = Search {
+        inst,
+        relax: Relaxation::new(inst),
+        settings: lp::settings(),
+        keep: vec![true; n],
+        objective: inst.problem.objective(&vec![true; n]),
+        nodes: 0,
+        lp_solves: 0,
+        dual_steps,
+    };
+    let root_fix = vec![Fix::Free; n];
+    // A first incumbent: the tree program with coupled clusters ignored, improved locally.
+    let zero = vec![0.0; inst.num_clusters()];
+    if search.relax.bound(inst, &root_fix, &zero).is_some() {
+        let mut local = LocalSearch::new(inst, &search.relax.dp.keep);
+        local.improve(inst, 4 * n + 16);
+        let improved = local.keep().to_vec();
+        search.offer(&improved);
+    }
+    let mu = Rc::new(vec![inst.cluster_value; inst.num_clusters()]);
+    let mut stack = Vec::new();
+    search.nodes += 1;
+    if let Some(bound) = search.evaluate(&root_fix, &mu) {
+        stack.push(Node {
+            fix: root_fix,
+            mu,
+            bound,
+        });
+    }
+    let mut proven_optimal = true;
+    while let Some(node) = stack.pop() {
+        let elapsed = start.elapsed();
+        if elapsed >= time_limit {
+            proven_optimal = false;
+            break;
+        }
+        if search.prunable(node.bound.value, &node.fix) {
+            continue;
+        }
+        let Some(node) = search.tighten(node, time_limit - elapsed) else {
+            continue;
+        };
+        if search.prunable(node.bound.value, &node.fix) {
+            continue;
+        }
+        let Some(cluster) = node.bound.branch else {
+            continue;
+        };
+        stack.extend(search.children(&node, cluster));
+    }
+    Outcome {
+        keep: search.keep,
+        objective: search.objective,
+        proven_optimal,
+        nodes: search.nodes,
+        lp_solves: search.lp_solves,
+    }
+}

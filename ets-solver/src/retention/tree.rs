@@ -1,0 +1,223 @@
+//! The preprocessed form of a retention problem that every part of the solver shares: the tree
+//! as child lists, the tie ranking, cluster membership and the constants of the objective.
+
+use ets_core::RetentionProblem;
+
+/// What a branch-and-bound node says about one candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fix {
+    /// Not decided yet.
+    Free,
+    /// Must be kept.
+    In,
+    /// Must not be kept.
+    Out,
+}
+
+/// A validated [`RetentionProblem`] with the lookups the solver needs.
+///
+/// Candidate and ancestor indices are the problem's own; every list is in a fixed order so the
+/// solver is deterministic. Cluster members are listed in tie-ranking order.
+#[derive(Debug)]
+pub(crate) struct Instance<'a> {
+    /// The problem itself.
+    pub(crate) problem: &'a RetentionProblem,
+    /// Node cost `c` (negative when `λ_b = 0`).
+    pub(crate) cost: f64,
+    /// Value `λ_s/K` of covering one cluster.
+    pub(crate) cluster_value: f64,
+    /// Candidates in tie-ranking order.
+    pub(crate) ranking: Vec<usize>,
+    /// Position of each candidate in `ranking`.
+    pub(crate) rank: Vec<usize>,
+    cand_start: Vec<usize>,
+    cand_list: Vec<usize>,
+    anc_start: Vec<usize>,
+    anc_list: Vec<usize>,
+    member_start: Vec<usize>,
+    member_list: Vec<usize>,
+}
+
+/// Groups `items` by `key` (in `0..groups`) into compressed lists, keeping the input order.
+fn group_by(groups: usize, items: impl Iterator<Item = (usize, usize)> + Clone) -> Compressed {
+    let mut start = vec![0; groups + 1];
+    for (key, _) in items.clone() {
+        start[key + 1] += 1;
+    }
+    for g in 0..groups {
+        start[g + 1] += start[g];
+    }
+    let mut next = start.clone();
+    let mut list = vec![0; start[groups]];
+    for (key, item) in items {
+        list[next[key]] = item;
+        next[key] += 1;
+    }
+    (start, list)
+}
+
+type Compressed = (Vec<usize>, Vec<usize>);
+
+impl<'a> Instance<'a> {
+    /// Preprocesses a problem that passed [`RetentionProblem::validate`].
+    pub(crate) fn new(problem: &'a RetentionProblem) -> Self {
+        let n = problem.num_candidates();
+        let m = problem.num_ancestors();
+        let ranking = problem.tie_ranking();
+        let mut rank = vec![0; n];
+        for (r, &i) in ranking.iter().enumerate() {
+            rank[i] = r;
+        }
+        let (cand_start, cand_list) =
+            group_by(m, problem.candidate_parent.iter().copied().zip(0..n));
+        let (anc_start, anc_list) = group_by(
+            m,
+            problem
+                .ancestor_parent
+                .iter()
+                .enumerate()
+                .filter_map(|(j, p)| p.map(|p| (p, j))),
+        );
+        let (member_start, member_list) = group_by(
+            problem.num_clusters,
+            ranking.iter().map(|&i| (problem.clusters[i], i)),
+        );
+        Instance {
+            problem,
+            cost: problem.node_cost(),
+            cluster_value: problem.cluster_value(),
+            ranking,
+            rank,
+            cand_start,
+            cand_list,
+            anc_start,
+            anc_list,
+            member_start,
+            member_list,
+        }
+    }
+
+    /// Number of candidates N.
+    pub(crate) fn num_candidates(&self) -> usize {
+        self.rank.len()
+    }
+
+    /// Number of ancestors M.
+    pub(crate) fn num_ancestors(&self) -> usize {
+        self.cand_start.len() - 1
+    }
+
+    /// Number of clusters K.
+    pub(crate) fn num_clusters(&self) -> usize {
+        self.member_start.len() - 1
+    }
+
+    /// Candidates whose direct parent is ancestor `j`.
+    pub(crate) fn candidate_children(&self, j: usize) -> &[usize] {
+        &self.cand_list[self.cand_start[j]..self.cand_start[j + 1]]
+    }
+
+    /// Ancestors whose parent is ancestor `j`.
+    pub(crate) fn ancestor_children(&self, j: usize) -> &[usize] {
+        &self.anc_list[self.anc_start[j]..self.anc_start[j + 1]]
+    }
+
+    /// Members of cluster `k`, in tie-ranking order.
+    pub(crate) fn members(&self, k: usize) -> &[usize] {
+        &self.member_list[self.member_start[k]..self.member_start[k + 1]]
+    }
+
+    /// Direct parent of candidate `i`.
+    pub(crate) fn candidate_parent(&self, i: usize) -> usize {
+        self.problem.candidate_parent[i]
+    }
+
+    /// Parent of ancestor `j` (`None` for the root).
+    pub(crate) fn ancestor_parent(&self, j: usize) -> Option<usize> {
+        self.problem.ancestor_parent[j]
+    }
+
+    /// Cluster of candidate `i`.
+    pub(crate) fn cluster(&self, i: usize) -> usize {
+        self.problem.clusters[i]
+    }
+
+    /// `O_i − c`: what keeping candidate `i` is worth before its cluster and ancestors.
+    pub(crate) fn base_weight(&self, i: usize) -> f64 {
+        self.problem.targets[i] - self.cost
+    }
+
+    /// True when some cluster has members under two or more parents, the only case where the
+    /// cluster term couples candidates and the tree dynamic program alone is not exact.
+    pub(crate) fn has_coupled_clusters(&self) -> bool {
+        (0..self.num_clusters()).any(|k| {
+            let members = self.members(k);
+            members
+                .iter()
+                .any(|&i| self.candidate_parent(i) != self.candidate_parent(members[0]))
+        })
+    }
+
+    /// Lexicographic comparison in tie-ranking order of the largest set a node allows (every
+    /// non-excluded candidate kept) with `keep`: `Greater` when the node may hold a set the
+    /// tie-break prefers to `keep`.
+    pub(crate) fn node_may_beat(&self, fix: &[Fix], keep: &[bool]) -> bool {
+        for &i in &self.ranking {
+            let allowed = fix[i] != Fix::Out;
+            if allowed != keep[i] {
+                return allowed;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worked() -> RetentionProblem {
+        RetentionProblem {
+            targets: vec![0.5, 0.3125, 0.0, 0.125, 0.0625],
+            candidate_parent: vec![1, 1, 1, 2, 2],
+            ancestor_parent: vec![None, Some(0), Some(0)],
+            clusters: vec![0, 0, 1, 2, 2],
+            num_clusters: 3,
+            lambda_b: 1.0,
+            lambda_s: 1.5,
+            scores: vec![0.9, 0.85, 0.4, 0.6, 0.55],
+            node_ids: vec![3, 4, 5, 6, 7],
+        }
+    }
+
+    #[test]
+    fn lists_follow_the_tree_and_the_ranking() {
+        let p = worked();
+        let inst = Instance::new(&p);
+        assert_eq!(inst.candidate_children(1), &[0, 1, 2]);
+        assert_eq!(inst.candidate_children(2), &[3, 4]);
+        assert_eq!(inst.ancestor_children(0), &[1, 2]);
+        assert_eq!(inst.ranking, vec![0, 1, 3, 4, 2]);
+        assert_eq!(inst.members(2), &[3, 4]);
+        assert_eq!(inst.members(1), &[2]);
+        // Clusters 0 and 2 are siblings only.
+        assert!(!inst.has_coupled_clusters());
+        assert!((inst.cost - 1.0 / 8.0).abs() < 1e-15);
+        assert!((inst.cluster_value - 0.5).abs() < 1e-15);
+    }
+
+    #[test]
+    fn node_may_beat_compares_the_largest_allowed_set() {
+        let p = worked();
+        let inst = Instance::new(&p);
+        let keep = [true, true, false, false, false];
+        let mut fix = [Fix::Free; 5];
+        assert!(inst.node_may_beat(&fix, &keep));
+        fix[3] = Fix::Out;
+        fix[4] = Fix::Out;
+        fix[2] = Fix::Out;
+        assert!(!inst.node_may_beat(&fix, &keep));
+        fix[1] = Fix::Out;
+        assert!(!inst.node_may_beat(&fix, &keep));
+    }
+}
