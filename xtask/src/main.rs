@@ -1,12 +1,17 @@
 //! `cargo xtask <task>`: project automation that needs nothing but cargo.
 //!
-//! **Owns**: repository rules checked as tests ([`tidy`]), and later the model fixtures,
-//! evaluation and benchmark runners.
+//! **Owns**: repository rules checked as tests ([`tidy`]), the test-model fixtures
+//! ([`models`]: `cargo xtask models`), the engine benchmark ([`bench_engine`]:
+//! `cargo xtask bench-engine`), and later the evaluation runners.
 //! **Must not**: be a dependency of any product crate.
 
+mod bench_engine;
+mod models;
 mod tidy;
 
 use anyhow::{bail, Result};
+
+const TASKS: &str = "tidy, models, bench-engine";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,7 +28,9 @@ fn main() -> Result<()> {
                 bail!("tidy: {} problem(s)", problems.len())
             }
         }
-        Some(other) => bail!("unknown task `{other}`; tasks: tidy"),
-        None => bail!("usage: cargo xtask <task>; tasks: tidy"),
+        Some("models") => models::run(&args[1..]),
+        Some("bench-engine") => bench_engine::run(&args[1..]),
+        Some(other) => bail!("unknown task `{other}`; tasks: {TASKS}"),
+        None => bail!("usage: cargo xtask <task>; tasks: {TASKS}"),
     }
 }

@@ -1,0 +1,121 @@
+//! `cargo xtask bench-engine`: engine speed of the small model on this machine, on its Q4_1
+//! file and its Q8_0 re-quantization: decode tok/s with 1 and 16 sequences, prefill tok/s, and
+//! PRM (judge) time per scored step. Prints a markdown table (kept in ets-daemon's README).
+//!
+//! Decode rates subtract the prefill of the same request, measured separately, so they count
+//! generated tokens only. Run it in release for numbers that mean something
+//! (`cargo xtask bench-engine` builds dependencies optimised either way).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use ets_core::{ExpandRequest, Policy, SamplingConfig, ScoreRequest};
+use ets_daemon::backend::{
+    LlmEngine, LoadOptions, MistralPolicy, MistralReward, PolicyOptions, PrmProfile,
+};
+use ets_daemon::store::{builtin_alias, PullOptions, Store, SMOLLM2_135M};
+
+/// Tokens generated per decode measurement.
+const DECODE_TOKENS: usize = 64;
+/// A delimiter the model never writes, so steps run to their cap.
+const NEVER: &str = "\u{1}\u{2}\u{3}";
+
+struct Row {
+    file: String,
+    prefill: f64,
+    decode_1: f64,
+    decode_16: f64,
+    score_ms: f64,
+}
+
+/// Runs the benchmark.
+pub fn run(_args: &[String]) -> Result<()> {
+    let store = Store::open_default()?;
+    let q8 = builtin_alias(SMOLLM2_135M)?.spec();
+    let mut q4 = q8.clone();
+    q4.alias = format!("{SMOLLM2_135M}-q4_1");
+    q4.requantize_by_default = false;
+    let mut rows = Vec::new();
+    for spec in [q4, q8] {
+        store
+            .pull(&spec, &PullOptions::default())
+            .with_context(|| format!("pulling {}", spec.alias))?;
+        let files = store.model_files(&spec.alias)?;
+        eprintln!("benchmarking {files:?}");
+        let engine = Arc::new(LlmEngine::load(&files, &LoadOptions::new(store.hf_home()))?);
+        rows.push(measure(engine, &spec.alias)?);
+    }
+    println!("| model file | prefill tok/s | decode tok/s (1 seq) | decode tok/s (16 seqs) | PRM ms/step |");
+    println!("|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {:.0} | {:.1} | {:.1} | {:.0} |",
+            r.file, r.prefill, r.decode_1, r.decode_16, r.score_ms
+        );
+    }
+    Ok(())
+}
+
+fn measure(engine: Arc<LlmEngine>, name: &str) -> Result<Row> {
+    let mut policy = MistralPolicy::new(engine.clone(), PolicyOptions::default());
+    let text = "Natalia sold clips to 48 of her friends in April, and then she sold half as many \
+                clips in May. How many clips did Natalia sell altogether in April and May? "
+        .repeat(6);
+    let context = policy.encode_prompt(&text).map_err(|e| anyhow!("{e}"))?;
+    let greedy = SamplingConfig {
+        temperature: 0.0,
+        ..SamplingConfig::default()
+    };
+    let sample = SamplingConfig::default();
+    let timed =
+        |children: usize, max_tokens: usize, sampling: &SamplingConfig| -> Result<(f64, usize)> {
+            let req = ExpandRequest {
+                context: &context,
+                num_children: children,
+                max_tokens,
+                seed: 5,
+                sampling,
+                step_delimiter: NEVER,
+            };
+            let t = Instant::now();
+            let out = policy.expand_steps(&[req])?;
+            let tokens = out[0].iter().map(|c| c.token_ids.len()).sum();
+            Ok((t.elapsed().as_secs_f64(), tokens))
+        };
+    timed(1, 1, &greedy)?; // warm-up
+    let best = |xs: Vec<f64>| xs.into_iter().fold(f64::INFINITY, f64::min);
+    let prefill_1 = best(
+        (0..3)
+            .map(|_| timed(1, 1, &greedy).map(|x| x.0))
+            .collect::<Result<_>>()?,
+    );
+    let (t1, n1) = timed(1, DECODE_TOKENS, &greedy)?;
+    let prefill_16 = timed(16, 1, &sample)?.0;
+    let (t16, n16) = timed(16, DECODE_TOKENS, &sample)?;
+
+    let prm = MistralReward::new(engine, &PrmProfile::builtin("judge")?)?;
+    let steps = [
+        "Natalia sold 48 clips in April.\n\n",
+        "In May she sold half as many: 48 / 2 = 24 clips.\n\n",
+    ];
+    let problem = "Natalia sold clips to 48 of her friends in April, and then she sold half as \
+                   many clips in May. How many clips did Natalia sell altogether?";
+    let reqs: Vec<ScoreRequest<'_>> = (0..8)
+        .map(|_| ScoreRequest {
+            problem,
+            steps: &steps,
+        })
+        .collect();
+    prm.score_steps(&reqs[..1])?; // warm-up
+    let t = Instant::now();
+    prm.score_steps(&reqs)?;
+    let score_ms = t.elapsed().as_secs_f64() * 1000.0 / reqs.len() as f64;
+    Ok(Row {
+        file: name.to_owned(),
+        prefill: context.len() as f64 / prefill_1,
+        decode_1: n1.saturating_sub(1) as f64 / (t1 - prefill_1).max(1e-9),
+        decode_16: n16.saturating_sub(16) as f64 / (t16 - prefill_16).max(1e-9),
+        score_ms,
+    })
+}
