@@ -244,6 +244,26 @@ impl RetentionProblem {
     }
 }
 
+/// The worked example of the ETS issue, a fixture for tests and docs: tree r→A→{a1,a2,a3},
+/// r→B→{b1,b2}; scores [0.9, 0.85, 0.4, 0.6, 0.55]; clusters [0,0,1,2,2]; node ids 3..=7;
+/// targets from REBASE (T = 0.2) at `width`.
+pub fn worked_example(width: usize, lambda_b: f64, lambda_s: f64) -> RetentionProblem {
+    let scores = vec![0.9, 0.85, 0.4, 0.6, 0.55];
+    let children = crate::select::rebase::allocate(&scores, width, 0.2);
+    let total = children.iter().sum::<usize>().max(1) as f64;
+    RetentionProblem {
+        targets: children.iter().map(|&n| n as f64 / total).collect(),
+        candidate_parent: vec![1, 1, 1, 2, 2],
+        ancestor_parent: vec![None, Some(0), Some(0)],
+        clusters: vec![0, 0, 1, 2, 2],
+        num_clusters: 3,
+        lambda_b,
+        lambda_s,
+        scores,
+        node_ids: vec![3, 4, 5, 6, 7],
+    }
+}
+
 /// Exhaustive search over every non-empty kept set: exact, for at most
 /// [`BruteForceRetention::MAX_CANDIDATES`] candidates. The reference the real solver is tested
 /// against.
@@ -290,32 +310,14 @@ impl crate::backend::RetentionSolver for BruteForceRetention {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::backend::RetentionSolver;
 
-    /// The issue's worked tree: r→A→{a1,a2,a3}, r→B→{b1,b2}, clusters [0,0,1,2,2].
-    pub(crate) fn worked_problem(
-        targets: Vec<f64>,
-        lambda_b: f64,
-        lambda_s: f64,
-    ) -> RetentionProblem {
-        RetentionProblem {
-            targets,
-            candidate_parent: vec![1, 1, 1, 2, 2],
-            ancestor_parent: vec![None, Some(0), Some(0)],
-            clusters: vec![0, 0, 1, 2, 2],
-            num_clusters: 3,
-            lambda_b,
-            lambda_s,
-            scores: vec![0.9, 0.85, 0.4, 0.6, 0.55],
-            node_ids: vec![3, 4, 5, 6, 7],
-        }
-    }
-
     #[test]
     fn objective_counts_nodes_and_clusters() {
-        let p = worked_problem(vec![0.5, 0.3125, 0.0, 0.125, 0.0625], 1.0, 1.5);
+        let p = worked_example(16, 1.0, 1.5);
+        assert_eq!(p.targets, vec![0.5, 0.3125, 0.0, 0.125, 0.0625]);
         // Keep a1, a2, a3, b1: r, A, B and four candidates are live, all three clusters covered.
         let o = p.objective(&[true, true, true, true, false]);
         assert!((o - (0.9375 - 7.0 / 8.0 + 1.5)).abs() < 1e-12, "{o}");
@@ -324,12 +326,7 @@ pub(crate) mod tests {
 
     #[test]
     fn brute_force_keeps_the_worked_sets() {
-        let targets = vec![0.5, 0.3125, 0.0, 0.125, 0.0625];
-        let keep = |lb, ls| {
-            BruteForceRetention
-                .solve(&worked_problem(targets.clone(), lb, ls))
-                .keep
-        };
+        let keep = |lb, ls| BruteForceRetention.solve(&worked_example(16, lb, ls)).keep;
         assert_eq!(keep(0.0, 0.0), vec![true; 5]);
         assert_eq!(keep(1.0, 0.0), vec![true, true, false, false, false]);
         assert_eq!(keep(1.0, 1.5), vec![true, true, true, true, false]);
@@ -337,7 +334,7 @@ pub(crate) mod tests {
 
     #[test]
     fn validation_names_the_bad_field() {
-        let mut p = worked_problem(vec![0.2; 5], 1.0, 0.0);
+        let mut p = worked_example(16, 1.0, 0.0);
         p.validate().unwrap();
         p.clusters[2] = 9;
         assert!(matches!(
@@ -348,7 +345,8 @@ pub(crate) mod tests {
                 ..
             })
         ));
-        let mut p = worked_problem(vec![0.2; 4], 1.0, 0.0);
+        let mut p = worked_example(16, 1.0, 0.0);
+        p.targets.pop();
         assert!(matches!(
             p.validate(),
             Err(RetentionError::Length {
@@ -364,7 +362,7 @@ pub(crate) mod tests {
                 ..
             })
         ));
-        let mut p = worked_problem(vec![0.2; 5], 1.0, 0.0);
+        let mut p = worked_example(16, 1.0, 0.0);
         p.ancestor_parent[1] = Some(2);
         assert!(matches!(
             p.validate(),

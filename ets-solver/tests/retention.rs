@@ -20,18 +20,7 @@ fn targets(scores: &[f64], width: usize) -> Vec<f64> {
 
 /// The tree: r→A→{a1,a2,a3}, r→B→{b1,b2}.
 fn worked(width: usize, lambda_b: f64, lambda_s: f64) -> RetentionProblem {
-    let scores = vec![0.9, 0.85, 0.4, 0.6, 0.55];
-    RetentionProblem {
-        targets: targets(&scores, width),
-        candidate_parent: vec![1, 1, 1, 2, 2],
-        ancestor_parent: vec![None, Some(0), Some(0)],
-        clusters: vec![0, 0, 1, 2, 2],
-        num_clusters: 3,
-        lambda_b,
-        lambda_s,
-        scores,
-        node_ids: vec![3, 4, 5, 6, 7],
-    }
+    ets_core::retention::worked_example(width, lambda_b, lambda_s)
 }
 
 /// Names of the kept candidates of the worked tree.

@@ -177,17 +177,7 @@ mod tests {
     use super::*;
 
     fn worked() -> RetentionProblem {
-        RetentionProblem {
-            targets: vec![0.5, 0.3125, 0.0, 0.125, 0.0625],
-            candidate_parent: vec![1, 1, 1, 2, 2],
-            ancestor_parent: vec![None, Some(0), Some(0)],
-            clusters: vec![0, 0, 1, 2, 2],
-            num_clusters: 3,
-            lambda_b: 1.0,
-            lambda_s: 1.5,
-            scores: vec![0.9, 0.85, 0.4, 0.6, 0.55],
-            node_ids: vec![3, 4, 5, 6, 7],
-        }
+        ets_core::retention::worked_example(16, 1.0, 1.5)
     }
 
     #[test]
