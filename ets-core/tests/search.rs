@@ -65,6 +65,23 @@ fn recount_union(outcome: &SearchOutcome, candidates: &[u64]) -> u64 {
     tokens
 }
 
+/// Runs a search with the toy policy and reward and no embedder.
+fn run_without_embedder(
+    c: &SearchConfig,
+    policy: &mut ToyPolicy,
+    reward: &mut ToyReward,
+    kv: &mut KvTree<()>,
+) -> Result<SearchOutcome, SearchError> {
+    let backends = Backends {
+        policy,
+        reward,
+        embedder: None,
+        solver: &BruteForceRetention,
+        clusterer: &ToyClusterer,
+    };
+    run_search("q", c, backends, kv, &mut ets_core::search::IgnoreEvents)
+}
+
 #[test]
 fn every_method_completes_within_its_budget() {
     for method in Method::ALL {
@@ -248,21 +265,7 @@ fn unscored_children_are_dropped_without_spending_budget() {
         drop_marker: Some("sa".into()),
         ..Default::default()
     };
-    let backends = Backends {
-        policy: &mut policy,
-        reward: &mut reward,
-        embedder: None,
-        solver: &BruteForceRetention,
-        clusterer: &ToyClusterer,
-    };
-    let o = run_search(
-        "q",
-        &c,
-        backends,
-        &mut kv,
-        &mut ets_core::search::IgnoreEvents,
-    )
-    .unwrap();
+    let o = run_without_embedder(&c, &mut policy, &mut reward, &mut kv).unwrap();
     assert!(o.stats.dropped > 0);
     assert!(o
         .nodes
@@ -328,21 +331,7 @@ fn backend_errors_name_the_backend_and_release_kv() {
         ..Default::default()
     };
     let mut reward = ToyReward::default();
-    let backends = Backends {
-        policy: &mut policy,
-        reward: &mut reward,
-        embedder: None,
-        solver: &BruteForceRetention,
-        clusterer: &ToyClusterer,
-    };
-    let err = run_search(
-        "q",
-        &c,
-        backends,
-        &mut kv,
-        &mut ets_core::search::IgnoreEvents,
-    )
-    .unwrap_err();
+    let err = run_without_embedder(&c, &mut policy, &mut reward, &mut kv).unwrap_err();
     assert!(
         matches!(err, SearchError::Backend { depth: 2, .. }),
         "{err:?}"
@@ -361,21 +350,7 @@ fn ets_with_coverage_needs_an_embedder() {
     let mut kv = KvTree::new(1);
     let mut policy = ToyPolicy::default();
     let mut reward = ToyReward::default();
-    let backends = Backends {
-        policy: &mut policy,
-        reward: &mut reward,
-        embedder: None,
-        solver: &BruteForceRetention,
-        clusterer: &ToyClusterer,
-    };
-    let err = run_search(
-        "q",
-        &c,
-        backends,
-        &mut kv,
-        &mut ets_core::search::IgnoreEvents,
-    )
-    .unwrap_err();
+    let err = run_without_embedder(&c, &mut policy, &mut reward, &mut kv).unwrap_err();
     assert!(matches!(err, SearchError::MissingEmbedder { .. }));
     assert!(err.to_string().contains("embedder"), "{err}");
     assert_eq!(policy.calls, 0, "nothing ran");
