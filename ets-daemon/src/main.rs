@@ -1,4 +1,25 @@
-//! `etsd`: the ETS daemon (placeholder until the daemon issue lands).
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("etsd is not built yet: the daemon arrives with its own issue")
+//! `etsd`: the ETS daemon. Flags: [`ets_daemon::server::DaemonArgs`]; `ets serve` runs the same.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "etsd",
+    version,
+    about = "The ETS daemon: warm models, tree searches over a local socket"
+)]
+struct Cli {
+    #[command(flatten)]
+    daemon: ets_daemon::server::DaemonArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match ets_daemon::server::run(cli.daemon) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("etsd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,8 +1,18 @@
 //! Requests a client sends, responses and events the daemon sends back.
 //!
-//! Every request but `Hello` may be sent after the handshake; a `Solve` answers `Accepted` with
-//! the job id, then (if asked) a stream of `Event`s, then exactly one `Result`, `Failed` or
-//! `Cancelled` for that job. Other requests answer with one response each.
+//! A connection opens with `Hello`; the daemon always answers with its own `Hello` (so a client
+//! of any version learns the daemon's version), and when the versions differ it then sends
+//! `Error { ProtocolMismatch }` naming both versions and closes the connection. After that the daemon handles a connection's requests in
+//! order and answers each with exactly one *reply* — a response that names no job: `Accepted`,
+//! `Jobs`, `Status`, `Metrics`, `Models`, `Pulled`, `Done` or `Error` — in the order the requests
+//! were sent, so a client matches replies to requests first-in first-out. A `Solve` is answered
+//! by `Accepted` (or `Error` when the request is invalid); that job's `Event`s (if asked) and its
+//! one final `Result`, `Failed` or `Cancelled` follow, interleaved with other replies and other
+//! jobs' messages, always after its `Accepted`. A client that disconnects cancels the jobs it
+//! started.
+//!
+//! `Request::Hello` and `Response::Hello` are the first variants and keep their shape in every
+//! protocol version, so any two versions can tell each other apart.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +33,13 @@ pub struct ModelChoice {
     pub prm_profile: Option<String>,
     /// Embedder for ETS clustering: a store alias or a path.
     pub embedder: Option<String>,
+}
+
+impl ModelChoice {
+    /// True when every field takes the daemon's default.
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// One problem to solve.
@@ -116,6 +133,8 @@ pub enum Request {
         /// Store alias.
         alias: String,
     },
+    /// Lists the models the store knows (built-in aliases and pulled ones).
+    ListModels,
     /// Stops the daemon: running jobs fail with "shutting down".
     Shutdown,
 }
@@ -140,26 +159,49 @@ pub struct JobInfo {
     pub state: JobState,
     /// Queue position (0 = next) while queued.
     pub queue_position: Option<usize>,
+    /// Search method.
+    pub method: crate::config::Method,
+    /// Search width.
+    pub width: usize,
     /// Deepest depth done.
     pub depth: usize,
+    /// Nodes created so far.
+    pub nodes: usize,
     /// Live KV tokens of its tree.
     pub live_tokens: u64,
+    /// Live KV bytes of its tree.
+    pub live_bytes: u64,
     /// Milliseconds since accepted.
     pub age_ms: u64,
     /// The first line of the problem.
     pub problem: String,
 }
 
+/// Whether a registered model can serve yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ModelState {
+    /// Being pulled or loaded.
+    Loading,
+    /// Loaded and warm.
+    Ready,
+}
+
 /// A model in [`StatusReport`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
-    /// Alias or path.
+    /// Alias or path, as first asked for.
     pub model: String,
+    /// The files it was loaded from.
+    pub path: String,
+    /// Loading or ready.
+    pub state: ModelState,
+    /// Jobs using it now.
+    pub in_use: usize,
     /// Roles it is loaded for.
     pub roles: Vec<ModelRole>,
     /// Whether it is pinned.
     pub pinned: bool,
-    /// Approximate resident bytes.
+    /// Bytes of its weight files.
     pub bytes: u64,
     /// Seconds since last use.
     pub idle_secs: u64,
@@ -174,6 +216,14 @@ pub struct StatusReport {
     pub version: String,
     /// Process id.
     pub pid: u32,
+    /// The socket it listens on.
+    pub socket: String,
+    /// Its model store.
+    pub models_dir: String,
+    /// Searches that may run at once.
+    pub max_concurrent: usize,
+    /// Connected clients.
+    pub clients: usize,
     /// Seconds since start.
     pub uptime_secs: u64,
     /// Loaded models.
@@ -186,8 +236,13 @@ pub struct StatusReport {
     pub jobs_failed: u64,
     /// Jobs cancelled since start.
     pub jobs_cancelled: u64,
-    /// Live KV bytes over all jobs.
+    /// Live KV tokens over all running jobs.
+    pub live_kv_tokens: u64,
+    /// Live KV bytes over all running jobs.
     pub live_kv_bytes: u64,
+    /// KV nodes a search still held when it returned, summed over ended jobs (0 unless a
+    /// search leaked references).
+    pub kv_nodes_leaked: u64,
     /// KV byte budget, if any.
     pub kv_budget_bytes: Option<u64>,
 }
@@ -195,6 +250,8 @@ pub struct StatusReport {
 /// Progress of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobEvent {
+    /// Its models are being loaded (pulled first if the store lacks a built-in one).
+    LoadingModels,
     /// Waiting; `position` jobs are ahead.
     Queued {
         /// Jobs ahead of this one.
@@ -280,6 +337,19 @@ pub enum Response {
     Status(Box<StatusReport>),
     /// Answer to `Metrics`: Prometheus text exposition.
     Metrics(String),
+    /// Answer to `ListModels`.
+    Models(Vec<StoreModel>),
+    /// Answer to `Pull`.
+    Pulled {
+        /// Store alias.
+        alias: String,
+        /// Folder it lives in.
+        path: String,
+        /// Bytes of its files.
+        bytes: u64,
+        /// It was already in the store (nothing was downloaded).
+        already_present: bool,
+    },
     /// The request was carried out.
     Done,
     /// The request failed (not tied to a job).
@@ -289,4 +359,34 @@ pub enum Response {
         /// What went wrong, for people.
         message: String,
     },
+}
+
+/// A model the store knows, in [`Response::Models`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreModel {
+    /// Store alias.
+    pub alias: String,
+    /// What it is.
+    pub description: String,
+    /// Its files are in the store.
+    pub pulled: bool,
+    /// Bytes of its files (0 when not pulled).
+    pub bytes: u64,
+    /// Folder it lives (or would live) in.
+    pub path: String,
+    /// Loaded in the daemon now.
+    pub loaded: bool,
+}
+
+impl Response {
+    /// The job a response belongs to; `None` for replies to requests.
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            Response::Event { job, .. }
+            | Response::Result { job, .. }
+            | Response::Failed { job, .. }
+            | Response::Cancelled { job } => Some(*job),
+            _ => None,
+        }
+    }
 }

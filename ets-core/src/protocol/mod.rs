@@ -9,11 +9,13 @@
 
 pub mod codec;
 pub mod messages;
+pub mod socket;
 
 pub use codec::{
     decode_payload, encode_frame, read_frame, write_frame, CodecError, MAX_FRAME_BYTES,
 };
 pub use messages::*;
+pub use socket::{current_uid, default_socket_path, SOCKET_ENV};
 
 /// Version of the wire protocol; bumped on any incompatible change of [`messages`].
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,156 @@
+//! The daemon's settings, as `etsd` flags (and `ets serve` flags: the CLI flattens this struct).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// How `etsd` runs.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// Socket to listen on [default: $ETS_SOCKET, else $XDG_RUNTIME_DIR/ets/etsd.sock, else
+    /// /tmp/ets-$UID/etsd.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Model store [default: $ETS_MODELS_DIR, else $XDG_DATA_HOME/ets/models, else
+    /// ~/.local/share/ets/models].
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+
+    /// Searches that run at once; later jobs wait in the queue.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub max_concurrent: usize,
+
+    /// Jobs allowed to wait in the queue; past it a solve is refused.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_queue: usize,
+
+    /// Budget for the live KV of all running searches, in bytes (suffixes K, M, G, KiB, MiB,
+    /// GiB). A job whose worst case does not fit waits; one that could never fit fails.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub kv_budget: Option<u64>,
+
+    /// Idle keep-alive of a loaded model in seconds; -1 keeps models forever.
+    #[arg(
+        long,
+        default_value_t = 1800,
+        allow_negative_numbers = true,
+        value_name = "SECS"
+    )]
+    pub keep_alive: i64,
+
+    /// Exit after this many minutes with no jobs and no clients.
+    #[arg(long, value_name = "MINUTES")]
+    pub idle_exit: Option<u64>,
+
+    /// Write logs to this file instead of stderr (`RUST_LOG` sets the level; default info).
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+
+    /// Write logs to `$XDG_STATE_HOME/ets/etsd.log` (else `~/.local/state/ets/etsd.log`).
+    #[arg(long, conflicts_with = "log_file")]
+    pub log_to_state_dir: bool,
+
+    /// Default policy model (store alias or path).
+    #[arg(long, default_value = "smollm2-135m", value_name = "MODEL")]
+    pub policy: String,
+
+    /// Default process reward model (store alias or path).
+    #[arg(long, default_value = "smollm2-135m", value_name = "MODEL")]
+    pub prm: String,
+
+    /// Default PRM profile (built-in name or TOML file).
+    #[arg(long, default_value = "judge", value_name = "PROFILE")]
+    pub prm_profile: String,
+
+    /// Default step embedder (store alias or path).
+    #[arg(long, default_value = "minilm-l6", value_name = "MODEL")]
+    pub embedder: String,
+
+    /// Pull a missing built-in model when a job needs it (otherwise the job fails and says how
+    /// to pull it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub auto_pull: bool,
+}
+
+impl Default for DaemonArgs {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            models_dir: None,
+            max_concurrent: 2,
+            max_queue: 1024,
+            kv_budget: None,
+            keep_alive: 1800,
+            idle_exit: None,
+            log_file: None,
+            log_to_state_dir: false,
+            policy: "smollm2-135m".into(),
+            prm: "smollm2-135m".into(),
+            prm_profile: "judge".into(),
+            embedder: "minilm-l6".into(),
+            auto_pull: true,
+        }
+    }
+}
+
+impl DaemonArgs {
+    /// The keep-alive as a duration; `None` means forever.
+    pub fn keep_alive(&self) -> Option<Duration> {
+        keep_alive_duration(self.keep_alive)
+    }
+}
+
+/// A keep-alive in seconds as a duration; negative means forever (`None`).
+pub fn keep_alive_duration(secs: i64) -> Option<Duration> {
+    u64::try_from(secs).ok().map(Duration::from_secs)
+}
+
+/// Parses a byte count: `1048576`, `512M`, `4GiB`, `1.5G`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a byte count (try 512M or 4GiB)"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (use K, M, G, KiB, MiB or GiB)"
+            ))
+        }
+    };
+    Ok((number * scale).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_parse_with_units() {
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_bytes("512M"), Ok(512_000_000));
+        assert_eq!(parse_bytes("1.5k"), Ok(1500));
+        assert!(parse_bytes("12 parsecs").unwrap_err().contains("parsecs"));
+        assert!(parse_bytes("lots").unwrap_err().contains("lots"));
+    }
+
+    #[test]
+    fn negative_keep_alive_is_forever() {
+        assert_eq!(keep_alive_duration(-1), None);
+        assert_eq!(keep_alive_duration(30), Some(Duration::from_secs(30)));
+    }
+}
