@@ -1,4 +1,8 @@
-//! `ets`: the ETS command line (placeholder until the CLI issue lands).
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("ets is not built yet: the CLI arrives with its own issue")
+//! `ets`: the ETS command line. Commands, flags and exit codes: `ets --help`, built from
+//! [`cli::Cli`]; each command lives in its own module under `cli/`.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

@@ -2,92 +2,20 @@
 //! codec, scripted per test): reply matching, job routing, handshake, disconnects, auto-start
 //! failures, and the blocking client. The real daemon's end-to-end tests live in `tests/`.
 
+mod common;
+
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::{fake_daemon, outcome, temp_dir};
 use ets_client::{AutoStart, Client, ClientError, ConnectOptions, ErrorKind, JobEvent};
-use ets_core::protocol::codec::payload_len;
-use ets_core::protocol::{
-    decode_payload, encode_frame, Request, Response, SolveRequest, StatusReport, PROTOCOL_VERSION,
-};
-use ets_core::search::{EndReason, SearchEvent, SearchOutcome, SearchStats};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
-
-/// A fresh directory for one test's socket.
-fn temp_dir() -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("ets-sdk-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The daemon side of one connection.
-struct Peer(UnixStream);
-
-impl Peer {
-    async fn recv(&mut self) -> Option<Request> {
-        let mut header = [0u8; 4];
-        self.0.read_exact(&mut header).await.ok()?;
-        let mut payload = vec![0u8; payload_len(header).unwrap()];
-        self.0.read_exact(&mut payload).await.unwrap();
-        Some(decode_payload(&payload).unwrap())
-    }
-
-    async fn send(&mut self, response: Response) {
-        self.0
-            .write_all(&encode_frame(&response).unwrap())
-            .await
-            .unwrap();
-    }
-
-    /// Answers the client's hello with `protocol`.
-    async fn hello(&mut self, protocol: u32) {
-        match self.recv().await {
-            Some(Request::Hello { protocol: p, .. }) => assert_eq!(p, PROTOCOL_VERSION),
-            other => panic!("expected Hello, got {other:?}"),
-        }
-        self.send(Response::Hello {
-            protocol,
-            daemon: "fake-etsd".into(),
-        })
-        .await;
-    }
-}
-
-/// Listens on a fresh socket and runs `script` on the first connection.
-async fn fake_daemon<F, Fut>(script: F) -> (PathBuf, tokio::task::JoinHandle<()>)
-where
-    F: FnOnce(Peer) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let socket = temp_dir().join("etsd.sock");
-    let listener = UnixListener::bind(&socket).unwrap();
-    let task = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        script(Peer(stream)).await;
-    });
-    (socket, task)
-}
+use ets_core::protocol::{Request, Response, SolveRequest, StatusReport, PROTOCOL_VERSION};
+use ets_core::search::SearchEvent;
 
 fn opts(socket: &PathBuf) -> ConnectOptions {
     ConnectOptions::new()
         .socket(socket)
         .timeout(Duration::from_secs(5))
-}
-
-fn outcome(answer: &str) -> Box<SearchOutcome> {
-    Box::new(SearchOutcome {
-        answer: Some(answer.into()),
-        trajectories: Vec::new(),
-        nodes: Vec::new(),
-        depths: Vec::new(),
-        stats: SearchStats::default(),
-        end: EndReason::WidthSpent,
-    })
 }
 
 /// Every test is bounded: a routing bug must fail, not hang.

@@ -1,0 +1,226 @@
+//! The search flags `solve` and `batch` share, and their validation into a [`SolveRequest`]
+//! before anything connects.
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::Args;
+use ets_client::SolveRequest;
+use ets_core::{Method, SearchConfig};
+
+use super::UsageError;
+
+/// Search settings; unset flags take the daemon's and the paper's defaults.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Search options")]
+pub struct SearchArgs {
+    /// Selection method [default: ets].
+    #[arg(long, value_name = "METHOD", value_parser = method_parser())]
+    pub method: Option<Method>,
+
+    /// Search width: trajectories the search may finish [default: 16].
+    #[arg(long, value_name = "W")]
+    pub width: Option<usize>,
+
+    /// Seed of every random choice [default: 0].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Deepest step expanded [default: 25].
+    #[arg(long, value_name = "D")]
+    pub max_depth: Option<usize>,
+
+    /// Most tokens in one step [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_step_tokens: Option<usize>,
+
+    /// Most tokens one trajectory may generate [default: 1024].
+    #[arg(long = "max-tokens", value_name = "N")]
+    pub max_total_tokens: Option<usize>,
+
+    /// Policy sampling temperature; 0 is greedy [default: 1.0].
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f64>,
+
+    /// Wall-clock budget per job in seconds from acceptance; the job fails past it.
+    #[arg(long, value_name = "SECS")]
+    pub deadline: Option<f64>,
+
+    /// Extra text that marks a finished step (repeatable; added to "The answer is" and
+    /// "\boxed").
+    #[arg(long = "answer-marker", value_name = "TEXT")]
+    pub answer_markers: Vec<String>,
+
+    /// Policy model: store alias or path [default: the daemon's].
+    #[arg(long, value_name = "MODEL")]
+    pub policy: Option<String>,
+
+    /// Process reward model: store alias or path [default: the daemon's].
+    #[arg(long, value_name = "MODEL")]
+    pub prm: Option<String>,
+
+    /// PRM profile: built-in name or TOML file [default: the daemon's].
+    #[arg(long, value_name = "PROFILE")]
+    pub prm_profile: Option<String>,
+
+    /// Step embedder for ETS clustering: store alias or path [default: the daemon's].
+    #[arg(long, value_name = "MODEL")]
+    pub embedder: Option<String>,
+}
+
+fn method_parser() -> impl TypedValueParser<Value = Method> {
+    let names = Method::ALL.map(Method::name);
+    PossibleValuesParser::new(names).try_map(|name| name.parse::<Method>())
+}
+
+/// Per-problem settings that override the flags (a batch line's `method`, `width`, `seed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Overrides {
+    /// Method.
+    pub method: Option<Method>,
+    /// Width.
+    pub width: Option<usize>,
+    /// Seed.
+    pub seed: Option<u64>,
+}
+
+impl SearchArgs {
+    /// A validated request for `problem`.
+    pub fn request(
+        &self,
+        problem: impl Into<String>,
+        overrides: Overrides,
+    ) -> Result<SolveRequest, UsageError> {
+        let mut request = SolveRequest::new(problem);
+        let config = &mut request.config;
+        set(&mut config.method, overrides.method.or(self.method));
+        set(&mut config.width, overrides.width.or(self.width));
+        set(&mut config.seed, overrides.seed.or(self.seed));
+        set(&mut config.max_depth, self.max_depth);
+        set(&mut config.max_step_tokens, self.max_step_tokens);
+        set(&mut config.max_total_tokens, self.max_total_tokens);
+        set(&mut config.sampling.temperature, self.temperature);
+        config
+            .answer_markers
+            .extend(self.answer_markers.iter().cloned());
+        validate(config)?;
+        if let Some(secs) = self.deadline {
+            if !(secs.is_finite() && secs > 0.0) {
+                return Err(UsageError(format!(
+                    "--deadline must be a positive number of seconds, got {secs}"
+                )));
+            }
+            request.deadline_ms = Some((secs * 1000.0).ceil() as u64);
+        }
+        let models = &mut request.models;
+        models.policy = self.policy.clone();
+        models.prm = self.prm.clone();
+        models.prm_profile = self.prm_profile.clone();
+        models.embedder = self.embedder.clone();
+        Ok(request)
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
+fn validate(config: &SearchConfig) -> Result<(), UsageError> {
+    config.validate().map_err(|e| {
+        let flag = match e.field {
+            "max_total_tokens" => "--max-tokens".to_owned(),
+            "sampling.temperature" => "--temperature".to_owned(),
+            "answer_markers" => "--answer-marker".to_owned(),
+            field => format!("--{}", field.replace('_', "-")),
+        };
+        UsageError(format!("{flag}: {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        search: SearchArgs,
+    }
+
+    fn parse(args: &[&str]) -> SearchArgs {
+        let argv = std::iter::once("test").chain(args.iter().copied());
+        Wrapper::try_parse_from(argv).unwrap().search
+    }
+
+    #[test]
+    fn flags_become_a_request() {
+        let args = parse(&[
+            "--method",
+            "bon",
+            "--width",
+            "4",
+            "--max-tokens",
+            "300",
+            "--deadline",
+            "1.5",
+            "--answer-marker",
+            "ANSWER:",
+            "--prm-profile",
+            "judge",
+        ]);
+        let r = args.request("2+2?", Overrides::default()).unwrap();
+        assert_eq!(r.problem, "2+2?");
+        assert_eq!(r.config.method, Method::BestOfN);
+        assert_eq!(r.config.width, 4);
+        assert_eq!(r.config.max_total_tokens, 300);
+        assert_eq!(r.deadline_ms, Some(1500));
+        assert_eq!(r.config.answer_markers.last().unwrap(), "ANSWER:");
+        assert!(r.config.answer_markers.len() > 1, "markers are added");
+        assert_eq!(r.models.prm_profile.as_deref(), Some("judge"));
+        assert!(r.models.policy.is_none());
+
+        let o = Overrides {
+            method: Some(Method::Beam),
+            width: Some(9),
+            seed: Some(7),
+        };
+        let r = args.request("x", o).unwrap();
+        assert_eq!(
+            (r.config.method, r.config.width, r.config.seed),
+            (Method::Beam, 9, 7)
+        );
+    }
+
+    #[test]
+    fn documented_defaults_are_the_real_ones() {
+        use clap::CommandFactory;
+        let help = Wrapper::command().render_help().to_string();
+        let d = SearchConfig::default();
+        for (flag, value) in [
+            ("--method", d.method.to_string()),
+            ("--width", d.width.to_string()),
+            ("--seed", d.seed.to_string()),
+            ("--max-depth", d.max_depth.to_string()),
+            ("--max-step-tokens", d.max_step_tokens.to_string()),
+            ("--max-tokens", d.max_total_tokens.to_string()),
+            ("--temperature", format!("{:.1}", d.sampling.temperature)),
+        ] {
+            let line = help.lines().find(|l| l.contains(flag)).unwrap();
+            assert!(line.contains(&format!("[default: {value}]")), "{line}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let e = parse(&["--width", "0"])
+            .request("x", Overrides::default())
+            .unwrap_err();
+        assert!(e.0.starts_with("--width"), "{e}");
+        let e = parse(&["--deadline", "0"])
+            .request("x", Overrides::default())
+            .unwrap_err();
+        assert!(e.0.contains("--deadline"), "{e}");
+        assert!(Wrapper::try_parse_from(["t", "--method", "mcts"]).is_err());
+    }
+}
