@@ -66,6 +66,8 @@
 //!
 //! Programs without an async runtime use [`blocking::Client`], which has the same methods.
 
+#![warn(missing_docs)]
+
 pub mod blocking;
 mod client;
 mod conn;
