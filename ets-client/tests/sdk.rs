@@ -352,3 +352,13 @@ fn the_blocking_client_works_from_a_plain_thread() {
     drop(client);
     runtime.block_on(daemon).unwrap();
 }
+
+#[test]
+fn handles_can_move_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Client>();
+    send_sync::<ets_client::Job>();
+    send_sync::<ets_client::blocking::Client>();
+    send_sync::<ets_client::blocking::Job>();
+    send_sync::<ClientError>();
+}
