@@ -135,8 +135,8 @@ pub enum Error {
     },
     /// The model is not in the store yet.
     #[error(
-        "model {alias:?} is not in the store at {dir}; run `cargo xtask models` \
-         (or pull it) first"
+        "model {alias:?} is not in the store at {dir}; pull it with `ets models pull {alias}` \
+         (in the repository, `cargo xtask models` pulls the test models)"
     )]
     NotPulled {
         /// The alias.

@@ -12,7 +12,7 @@ pub mod messages;
 pub mod socket;
 
 pub use codec::{
-    decode_payload, encode_frame, read_frame, write_frame, CodecError, MAX_FRAME_BYTES,
+    decode_payload, encode_frame, payload_len, read_frame, write_frame, CodecError, MAX_FRAME_BYTES,
 };
 pub use messages::*;
 pub use socket::{current_uid, default_socket_path, SOCKET_ENV};

@@ -1,0 +1,291 @@
+//! One client connection: the peer check, the handshake, reading framed requests and answering
+//! each with exactly one reply in order, and cancelling the connection's jobs when it closes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ets_core::protocol::{
+    decode_payload, encode_frame, payload_len, CodecError, ErrorKind, Request, Response,
+    PROTOCOL_VERSION,
+};
+use interprocess::local_socket::tokio::Stream;
+use interprocess::local_socket::traits::StreamCommon as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::jobs::{Outbox, StopReason};
+use super::registry::drop_off_runtime;
+use super::runner::run_job;
+use super::socket::check_peer;
+use super::Daemon;
+
+/// How long a new connection may take to say hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest problem text accepted.
+const MAX_PROBLEM_CHARS: usize = 100_000;
+
+/// Serves one connection until the client leaves, breaks the protocol, or the daemon stops.
+pub async fn serve(daemon: Arc<Daemon>, stream: Stream, conn: u64) {
+    let peer_uid = stream.peer_creds().ok().and_then(|c| c.euid());
+    if let Err(refused) = check_peer(peer_uid, ets_core::protocol::current_uid()) {
+        tracing::warn!(conn, %refused, "refusing a connection");
+        daemon
+            .counters
+            .peers_refused
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    daemon.clients.fetch_add(1, Ordering::Relaxed);
+    let stream = Arc::new(stream);
+    let (outbox, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(stream.clone(), rx));
+    let reason = read_loop(&daemon, &stream, conn, &outbox).await;
+    tracing::debug!(conn, reason, "connection closing");
+    let stopped = daemon.jobs.stop_connection(conn, StopReason::ClientGone);
+    if stopped > 0 {
+        tracing::info!(conn, jobs = stopped, "client left: its jobs are cancelled");
+    }
+    drop(outbox);
+    // Let the writer send what is queued (an error explaining why we close, say).
+    let mut writer = writer;
+    if tokio::time::timeout(Duration::from_secs(10), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+    daemon.clients.fetch_sub(1, Ordering::Relaxed);
+    daemon.wake_idle_watch();
+}
+
+async fn write_loop(stream: Arc<Stream>, mut rx: mpsc::UnboundedReceiver<Response>) {
+    while let Some(message) = rx.recv().await {
+        let frame = match encode_frame(&message) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a response");
+                continue;
+            }
+        };
+        if (&*stream).write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Reads one frame; `Ok(None)` when the client closed the connection between frames.
+async fn read_request(stream: &Stream) -> Result<Option<Request>, CodecError> {
+    let mut reader = stream;
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match reader.read(&mut header[got..]).await? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(CodecError::Truncated { expected: 4, got }),
+            n => got += n,
+        }
+    }
+    let len = payload_len(header)?;
+    let mut payload = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match reader.read(&mut payload[got..]).await? {
+            0 => return Err(CodecError::Truncated { expected: len, got }),
+            n => got += n,
+        }
+    }
+    decode_payload(&payload).map(Some)
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// The request loop; returns why it ended.
+async fn read_loop(
+    daemon: &Arc<Daemon>,
+    stream: &Stream,
+    conn: u64,
+    outbox: &Outbox,
+) -> &'static str {
+    let bad_frame = |e: CodecError| {
+        daemon.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(conn, error = %e, "bad frame; closing the connection");
+        if !matches!(e, CodecError::Io(_) | CodecError::Truncated { .. }) {
+            let _ = outbox.send(error(
+                ErrorKind::BadRequest,
+                format!("{e}; closing the connection"),
+            ));
+        }
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_request(stream)).await {
+        Err(_) => return "no hello in time",
+        Ok(Ok(None)) => return "closed before hello",
+        Ok(Err(e)) => {
+            bad_frame(e);
+            return "bad hello frame";
+        }
+        Ok(Ok(Some(Request::Hello { protocol, client }))) => {
+            let _ = outbox.send(Response::Hello {
+                protocol: PROTOCOL_VERSION,
+                daemon: format!("etsd {}", env!("CARGO_PKG_VERSION")),
+            });
+            if protocol != PROTOCOL_VERSION {
+                daemon.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+                let _ = outbox.send(error(
+                    ErrorKind::ProtocolMismatch,
+                    format!(
+                        "client `{client}` speaks protocol {protocol}, this daemon speaks protocol \
+                         {PROTOCOL_VERSION}; use an `ets` and `etsd` of the same release"
+                    ),
+                ));
+                return "protocol mismatch";
+            }
+            tracing::debug!(conn, %client, "client connected");
+        }
+        Ok(Ok(Some(_))) => {
+            daemon.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            let _ = outbox.send(error(
+                ErrorKind::BadRequest,
+                "the first message must be Hello (the protocol handshake); closing the connection",
+            ));
+            return "no hello";
+        }
+    }
+    loop {
+        let request = tokio::select! {
+            r = read_request(stream) => r,
+            _ = daemon.shutdown_started() => return "daemon shutting down",
+        };
+        match request {
+            Ok(None) => return "client closed",
+            Err(e) => {
+                bad_frame(e);
+                return "bad frame";
+            }
+            Ok(Some(request)) => match handle(daemon, conn, request).await {
+                Reply::Now(reply) => {
+                    if outbox.send(reply).is_err() {
+                        return "writer gone";
+                    }
+                }
+                Reply::Accepted(job, request) => {
+                    // Accepted goes out before the job can send anything.
+                    if outbox.send(Response::Accepted { job: job.id }).is_err() {
+                        daemon.jobs.leave(job.id);
+                        return "writer gone";
+                    }
+                    tokio::spawn(run_job(daemon.clone(), job, request, outbox.clone()));
+                    daemon.wake_idle_watch();
+                }
+            },
+        }
+    }
+}
+
+/// The reply to a request: a response now, or an accepted job to start once `Accepted` is sent.
+enum Reply {
+    Now(Response),
+    Accepted(Arc<super::jobs::Job>, ets_core::protocol::SolveRequest),
+}
+
+/// Carries out one request and returns its reply.
+async fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
+    Reply::Now(match request {
+        Request::Hello { .. } => error(ErrorKind::BadRequest, "Hello was already exchanged"),
+        Request::Solve(request) => {
+            if daemon.is_shutting_down() {
+                return Reply::Now(error(
+                    ErrorKind::ShuttingDown,
+                    "the daemon is shutting down",
+                ));
+            }
+            if let Err(message) = check_solve(&request) {
+                daemon.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+                return Reply::Now(error(ErrorKind::BadRequest, message));
+            }
+            let job = daemon.jobs.register(conn, &request);
+            tracing::info!(job = job.id, conn, method = ?job.method, width = job.width, "job accepted");
+            return Reply::Accepted(job, *request);
+        }
+        Request::Cancel { job } => match daemon.jobs.get(job) {
+            Some(j) => {
+                j.stop.stop(StopReason::Cancelled);
+                Response::Done
+            }
+            None => error(
+                ErrorKind::UnknownJob,
+                format!("no job {job} is queued or running (it may have ended)"),
+            ),
+        },
+        Request::ListJobs => Response::Jobs(daemon.jobs.infos()),
+        Request::Status => Response::Status(Box::new(daemon.status())),
+        Request::Metrics => Response::Metrics(daemon.metrics_text()),
+        Request::LoadModel {
+            model,
+            role,
+            keep_alive_secs,
+        } => match daemon.registry.acquire(&model, role).await {
+            Ok(lease) => {
+                if let Some(secs) = keep_alive_secs {
+                    daemon
+                        .registry
+                        .set_keep_alive(&lease, super::keep_alive_duration(secs));
+                }
+                drop(lease);
+                Response::Done
+            }
+            Err(e) => error(ErrorKind::Model, e),
+        },
+        Request::UnloadModel { model } => match daemon.registry.unload(&model) {
+            Ok(dropped) => {
+                drop_off_runtime(dropped);
+                Response::Done
+            }
+            Err(e) => error(ErrorKind::Model, e),
+        },
+        Request::PinModel { model, pinned } => match daemon.registry.pin(&model, pinned) {
+            Ok(()) => Response::Done,
+            Err(e) => error(ErrorKind::Model, e),
+        },
+        Request::Pull { alias } => match daemon.registry.pull(&alias).await {
+            Ok((path, bytes, already_present)) => Response::Pulled {
+                alias,
+                path: path.display().to_string(),
+                bytes,
+                already_present,
+            },
+            Err(e) => error(ErrorKind::Model, e),
+        },
+        Request::ListModels => Response::Models(daemon.store_models()),
+        Request::Shutdown => {
+            tracing::info!(conn, "shutdown requested");
+            daemon.begin_shutdown();
+            Response::Done
+        }
+    })
+}
+
+/// Why a solve request cannot run, for people.
+fn check_solve(request: &ets_core::protocol::SolveRequest) -> Result<(), String> {
+    if request.problem.trim().is_empty() {
+        return Err("the problem is empty".into());
+    }
+    let chars = request.problem.chars().count();
+    if chars > MAX_PROBLEM_CHARS {
+        return Err(format!(
+            "the problem has {chars} characters; at most {MAX_PROBLEM_CHARS} are accepted"
+        ));
+    }
+    if request.deadline_ms == Some(0) {
+        return Err("deadline_ms must be positive".into());
+    }
+    request
+        .config
+        .validate()
+        .map_err(|e| format!("invalid search config: {e}"))
+}

@@ -1,0 +1,168 @@
+//! Solving over the socket: results with stats, streamed events, status, metrics, shared
+//! models, and sixteen concurrent clients each getting exactly their own results.
+
+use std::collections::BTreeSet;
+
+use ets_core::protocol::{JobEvent, ModelRole, Request, Response, SolveRequest};
+use ets_core::search::{SearchEvent, SearchOutcome};
+use ets_core::Method;
+
+use crate::shared;
+use crate::support::tiny_solve;
+
+#[test]
+fn a_solve_streams_events_and_returns_a_result_with_stats() {
+    let daemon = shared();
+    let mut c = daemon.connect();
+    let mut request =
+        SolveRequest::new("Tom has 3 boxes of 4 apples and eats 2. How many are left?");
+    request.tag = Some("apples".into());
+    request.config.method = Method::Ets;
+    request.config.width = 3;
+    request.config.max_depth = 2;
+    request.config.max_step_tokens = 12;
+    request.config.max_total_tokens = 24;
+    request.config.seed = 7;
+    let job = c.submit(request);
+    let (events, end) = c.finish(job);
+    let Response::Result {
+        job: j,
+        tag,
+        outcome,
+    } = end
+    else {
+        panic!("expected a result, got {end:?}\n{}", daemon.log());
+    };
+    assert_eq!((j, tag.as_deref()), (job, Some("apples")));
+    let s = &outcome.stats;
+    assert!(
+        s.nodes > 1 && s.generated_tokens > 0 && s.prm_calls > 0,
+        "{s:?}"
+    );
+    assert!(s.kv_metric_tokens > 0 && s.peak_live_bytes > 0, "{s:?}");
+    assert!(
+        s.embedded_texts > 0,
+        "ETS clustered with the embedder: {s:?}"
+    );
+    assert!(
+        matches!(events.first(), Some(JobEvent::LoadingModels)),
+        "{events:?}"
+    );
+    assert!(events.contains(&JobEvent::Started), "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, JobEvent::Search(SearchEvent::DepthDone { live_bytes, .. }) if *live_bytes > 0)));
+
+    // One engine plays policy and PRM; the embedder is the second model.
+    let status = c.status();
+    let smol: Vec<_> = status
+        .models
+        .iter()
+        .filter(|m| m.model == "smollm2-135m")
+        .collect();
+    assert_eq!(
+        smol.len(),
+        1,
+        "policy and PRM share one engine: {:?}",
+        status.models
+    );
+    let roles: BTreeSet<String> = smol[0].roles.iter().map(|r| format!("{r:?}")).collect();
+    assert!(
+        roles.contains("Policy") && roles.contains("Prm"),
+        "{roles:?}"
+    );
+    assert!(status
+        .models
+        .iter()
+        .any(|m| m.model == "minilm-l6" && m.roles == vec![ModelRole::Embedder]));
+    assert!(
+        status.jobs_done >= 1 && status.kv_nodes_leaked == 0,
+        "{status:?}"
+    );
+
+    let Response::Metrics(text) = c.request(&Request::Metrics) else {
+        panic!("metrics")
+    };
+    assert!(text.contains("# TYPE ets_jobs_total counter"), "{text}");
+    let done: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ets_jobs_total{outcome=\"done\"} "))
+        .expect("a done counter")
+        .parse()
+        .unwrap();
+    assert!(done >= 1.0, "{text}");
+}
+
+fn outcome_texts(outcome: &SearchOutcome) -> Vec<String> {
+    outcome.nodes.iter().map(|n| n.text.clone()).collect()
+}
+
+#[test]
+fn sixteen_clients_get_their_own_results() {
+    let daemon = shared();
+    let problems: Vec<String> = (0..5)
+        .map(|k| format!("What is {} plus {}?", 10 + k, 3 * k + 1))
+        .collect();
+    fn request(problems: &[String], k: usize, tag: String) -> SolveRequest {
+        let mut r = tiny_solve(&problems[k], Method::BestOfN, 1, 3, 11 + k as u64);
+        r.tag = Some(tag);
+        r.stream_events = false;
+        r
+    }
+    // References, one at a time.
+    let mut c = daemon.connect();
+    let references: Vec<Vec<String>> = (0..5)
+        .map(|k| {
+            let job = c.submit(request(&problems, k, format!("ref-{k}")));
+            match c.finish(job).1 {
+                Response::Result { outcome, .. } => outcome_texts(&outcome),
+                other => panic!("reference {k}: {other:?}"),
+            }
+        })
+        .collect();
+    let distinct: BTreeSet<_> = references.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        5,
+        "the five problems give five different trees: {references:?}"
+    );
+
+    let clients: Vec<_> = (0..16)
+        .map(|client| {
+            let socket = daemon.socket.clone();
+            let problems = problems.clone();
+            let references = references.clone();
+            std::thread::spawn(move || {
+                let mut c = crate::support::Conn::open(&socket).unwrap();
+                c.hello().unwrap();
+                // All five submitted at once on one connection, then collected in any order.
+                let jobs: Vec<_> = (0..5)
+                    .map(|k| {
+                        (
+                            c.submit(request(&problems, k, format!("c{client}-p{k}"))),
+                            k,
+                        )
+                    })
+                    .collect();
+                let mut seen = 0;
+                while seen < jobs.len() {
+                    match c.recv().expect("results") {
+                        Response::Result { job, tag, outcome } => {
+                            let &(_, k) =
+                                jobs.iter().find(|(j, _)| *j == job).expect("a job of ours");
+                            assert_eq!(tag, Some(format!("c{client}-p{k}")), "tag of job {job}");
+                            assert_eq!(
+                                outcome_texts(&outcome),
+                                references[k],
+                                "client {client} problem {k}"
+                            );
+                            seen += 1;
+                        }
+                        other => panic!("client {client}: unexpected {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for (i, t) in clients.into_iter().enumerate() {
+        t.join().unwrap_or_else(|_| panic!("client {i} failed"));
+    }
+}
