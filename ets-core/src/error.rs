@@ -131,3 +131,28 @@ pub enum RetentionError {
         value: f64,
     },
 }
+
+/// An evaluation input that cannot be used: a bad dataset line, an empty file, an unknown id.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// A line of a dataset file is not a usable record.
+    #[error("{file}: line {line}: {reason}")]
+    BadLine {
+        /// The file (or built-in dataset) name.
+        file: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A dataset file holds no problem.
+    #[error("{file}: no problems in the file")]
+    NoProblems {
+        /// The file (or built-in dataset) name.
+        file: String,
+    },
+    /// `--ids` named a problem the dataset does not have.
+    #[error("no problem with id `{0}` in the dataset")]
+    UnknownProblem(String),
+}

@@ -21,6 +21,7 @@ pub mod answer;
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod protocol;
 pub mod retention;
 pub mod search;
@@ -31,5 +32,5 @@ pub use backend::{
     Reward, ScoreRequest,
 };
 pub use config::{Method, SamplingConfig, SearchConfig};
-pub use error::{BackendError, ConfigError, RetentionError, SearchError};
+pub use error::{BackendError, ConfigError, EvalError, RetentionError, SearchError};
 pub use retention::{Retention, RetentionProblem};

@@ -1,0 +1,403 @@
+//! One evaluated cell ([`EvalRecord`]: a problem × method × width × seed, voted and graded), the
+//! KV recount from a recorded tree, and the aggregation into a per method × width summary with
+//! the REBASE/ETS ratios and its markdown table.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::answer::{answers_equal, vote, Dataset, StepAggregate, VoteCandidate, VoteRule};
+use crate::config::Method;
+use crate::search::{DepthRecord, NodeRecord, SearchOutcome};
+
+use super::dataset::Problem;
+
+/// How the eval picks a final answer: weighted majority vote, each trajectory weighted by its
+/// last step's PRM score.
+pub const EVAL_VOTE: VoteRule = VoteRule::WeightedMajority(StepAggregate::Last);
+
+/// One answer group of the vote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoteGroup {
+    /// The group's answer (its first member's).
+    pub answer: String,
+    /// Sum of the members' last-step scores.
+    pub weight: f64,
+    /// Members.
+    pub count: usize,
+}
+
+/// Identifies one cell of an eval; two records with the same key are the same work.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CellKey {
+    /// Problem id.
+    pub problem_id: String,
+    /// Method name (`Method::name`).
+    pub method: &'static str,
+    /// Width.
+    pub width: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// What one cell produced: the voted, graded answer and the whole search outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    /// Problem id.
+    pub problem_id: String,
+    /// Method.
+    pub method: Method,
+    /// Width.
+    pub width: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Grader used.
+    pub grader: Dataset,
+    /// Reference answer.
+    pub reference: String,
+    /// The answer chosen by [`EVAL_VOTE`].
+    pub answer: Option<String>,
+    /// Whether `answer` equals `reference` under `grader`.
+    pub correct: bool,
+    /// Every answer group of the vote.
+    pub votes: Vec<VoteGroup>,
+    /// The paper's KV metric recounted from `outcome.nodes` and `outcome.depths`
+    /// ([`recount_kv`]); equals `outcome.stats.kv_metric_tokens`.
+    pub kv_recount_tokens: u64,
+    /// The daemon's job id.
+    pub job: u64,
+    /// The full search: nodes, token counts, scores, cluster labels, kept sets, trajectories.
+    pub outcome: SearchOutcome,
+}
+
+impl EvalRecord {
+    /// Votes over `outcome`'s trajectories, grades the winner and recounts the KV metric.
+    pub fn new(
+        problem: &Problem,
+        method: Method,
+        width: usize,
+        seed: u64,
+        grader: Dataset,
+        job: u64,
+        outcome: SearchOutcome,
+    ) -> Self {
+        let candidates: Vec<VoteCandidate<'_>> = outcome
+            .trajectories
+            .iter()
+            .map(|t| VoteCandidate {
+                answer: t.answer.as_deref(),
+                step_scores: &t.step_scores,
+            })
+            .collect();
+        let voted = vote(&candidates, EVAL_VOTE, grader);
+        let correct = voted
+            .answer
+            .as_deref()
+            .is_some_and(|a| answers_equal(grader, a, &problem.reference));
+        let votes = voted
+            .groups
+            .into_iter()
+            .map(|(answer, weight, count)| VoteGroup {
+                answer,
+                weight,
+                count,
+            })
+            .collect();
+        let kv_recount_tokens = recount_kv(&outcome.nodes, &outcome.depths).iter().sum();
+        Self {
+            problem_id: problem.id.clone(),
+            method,
+            width,
+            seed,
+            grader,
+            reference: problem.reference.clone(),
+            answer: voted.answer,
+            correct,
+            votes,
+            kv_recount_tokens,
+            job,
+            outcome,
+        }
+    }
+
+    /// The cell this record fills.
+    pub fn key(&self) -> CellKey {
+        CellKey {
+            problem_id: self.problem_id.clone(),
+            method: self.method.name(),
+            width: self.width,
+            seed: self.seed,
+        }
+    }
+}
+
+/// The paper's per-depth KV measure recounted from a recorded tree: for each depth with
+/// candidates, the tokens of the distinct nodes on the root→candidate paths, the root (the
+/// prompt) included. Its sum is the KV metric. A candidate or parent missing from `nodes`
+/// ends that path there.
+pub fn recount_kv(nodes: &[NodeRecord], depths: &[DepthRecord]) -> Vec<u64> {
+    let by_id: HashMap<u64, &NodeRecord> = nodes.iter().map(|n| (n.id, n)).collect();
+    depths
+        .iter()
+        .filter(|d| !d.candidates.is_empty())
+        .map(|d| {
+            let mut seen = HashSet::new();
+            let mut tokens = 0u64;
+            for &candidate in &d.candidates {
+                let mut at = Some(candidate);
+                while let Some(id) = at {
+                    if !seen.insert(id) {
+                        break;
+                    }
+                    let Some(node) = by_id.get(&id) else { break };
+                    tokens += node.tokens as u64;
+                    at = node.parent;
+                }
+            }
+            tokens
+        })
+        .collect()
+}
+
+/// Aggregates of one method × width over every problem and seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellSummary {
+    /// Method name.
+    pub method: String,
+    /// Width.
+    pub width: usize,
+    /// Searches (problems × seeds).
+    pub runs: usize,
+    /// Correct answers.
+    pub correct: usize,
+    /// `correct / runs`.
+    pub accuracy: f64,
+    /// Mean per run of the paper's KV metric (union tokens summed over depths).
+    pub kv_metric_tokens: f64,
+    /// Mean per run of the mean per-depth live tokens.
+    pub mean_live_tokens: f64,
+    /// Largest per-depth live tokens of any run.
+    pub peak_live_tokens: u64,
+    /// Mean per run of the mean per-depth live bytes.
+    pub mean_live_bytes: f64,
+    /// Largest per-depth live bytes of any run.
+    pub peak_live_bytes: u64,
+    /// Mean generated tokens per run.
+    pub generated_tokens: f64,
+    /// Mean policy calls per run.
+    pub policy_calls: f64,
+    /// Mean PRM calls per run.
+    pub prm_calls: f64,
+    /// Mean selection time per run, seconds.
+    pub selection_time_s: f64,
+    /// Mean search wall time per run, seconds.
+    pub wall_time_s: f64,
+    /// Runs per minute of search wall time.
+    pub problems_per_minute: f64,
+    /// Live tokens at each depth (index 0 = depth 1), averaged over the runs that reached it.
+    pub live_tokens_per_depth: Vec<f64>,
+}
+
+/// ETS against REBASE at one width.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// Width.
+    pub width: usize,
+    /// REBASE's KV metric over ETS's (the paper: about 1.8).
+    pub kv_rebase_over_ets: Option<f64>,
+    /// REBASE's mean live tokens over ETS's.
+    pub mean_live_rebase_over_ets: Option<f64>,
+    /// ETS's problems per minute over REBASE's (the paper: about 1.4).
+    pub throughput_ets_over_rebase: Option<f64>,
+    /// ETS's accuracy minus REBASE's.
+    pub accuracy_ets_minus_rebase: f64,
+}
+
+/// The summary of an eval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSummary {
+    /// Dataset name.
+    pub dataset: String,
+    /// Distinct problems.
+    pub problems: usize,
+    /// Seeds.
+    pub seeds: Vec<u64>,
+    /// One entry per method × width: widths ascending, methods in `Method::ALL` order.
+    pub cells: Vec<CellSummary>,
+    /// One entry per width that ran both ETS and REBASE.
+    pub comparisons: Vec<Comparison>,
+}
+
+fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
+    (denominator > 0.0 && numerator.is_finite()).then(|| numerator / denominator)
+}
+
+fn method_rank(name: &str) -> usize {
+    Method::ALL
+        .iter()
+        .position(|m| m.name() == name)
+        .unwrap_or(Method::ALL.len())
+}
+
+/// Aggregates records into per method × width cells and the ETS/REBASE comparisons.
+pub fn summarize(dataset: &str, records: &[EvalRecord]) -> EvalSummary {
+    let mut groups: BTreeMap<(usize, usize), Vec<&EvalRecord>> = BTreeMap::new();
+    for r in records {
+        groups
+            .entry((r.width, method_rank(r.method.name())))
+            .or_default()
+            .push(r);
+    }
+    let cells: Vec<CellSummary> = groups.into_values().map(|rs| cell(&rs)).collect();
+    let mut comparisons = Vec::new();
+    let widths: Vec<usize> = cells.iter().map(|c| c.width).collect();
+    for width in widths
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let find = |m: Method| {
+            cells
+                .iter()
+                .find(|c| c.width == width && c.method == m.name())
+        };
+        if let (Some(ets), Some(rebase)) = (find(Method::Ets), find(Method::Rebase)) {
+            comparisons.push(Comparison {
+                width,
+                kv_rebase_over_ets: ratio(rebase.kv_metric_tokens, ets.kv_metric_tokens),
+                mean_live_rebase_over_ets: ratio(rebase.mean_live_tokens, ets.mean_live_tokens),
+                throughput_ets_over_rebase: ratio(
+                    ets.problems_per_minute,
+                    rebase.problems_per_minute,
+                ),
+                accuracy_ets_minus_rebase: ets.accuracy - rebase.accuracy,
+            });
+        }
+    }
+    let problems: HashSet<&str> = records.iter().map(|r| r.problem_id.as_str()).collect();
+    let mut seeds: Vec<u64> = records.iter().map(|r| r.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    EvalSummary {
+        dataset: dataset.to_owned(),
+        problems: problems.len(),
+        seeds,
+        cells,
+        comparisons,
+    }
+}
+
+fn cell(records: &[&EvalRecord]) -> CellSummary {
+    let runs = records.len();
+    let n = runs as f64;
+    let mean = |f: &dyn Fn(&EvalRecord) -> f64| records.iter().map(|r| f(r)).sum::<f64>() / n;
+    let correct = records.iter().filter(|r| r.correct).count();
+    let wall_total: f64 = records
+        .iter()
+        .map(|r| r.outcome.stats.wall_time.as_secs_f64())
+        .sum();
+    let mut per_depth: Vec<(f64, usize)> = Vec::new();
+    for r in records {
+        let live = r.outcome.depths.iter().filter(|d| !d.candidates.is_empty());
+        for (i, d) in live.enumerate() {
+            if per_depth.len() <= i {
+                per_depth.push((0.0, 0));
+            }
+            per_depth[i].0 += d.union_tokens as f64;
+            per_depth[i].1 += 1;
+        }
+    }
+    CellSummary {
+        method: records[0].method.name().to_owned(),
+        width: records[0].width,
+        runs,
+        correct,
+        accuracy: correct as f64 / n,
+        kv_metric_tokens: mean(&|r| r.outcome.stats.kv_metric_tokens as f64),
+        mean_live_tokens: mean(&|r| r.outcome.stats.mean_live_tokens),
+        peak_live_tokens: records
+            .iter()
+            .map(|r| r.outcome.stats.peak_live_tokens)
+            .max()
+            .unwrap_or(0),
+        mean_live_bytes: mean(&|r| r.outcome.stats.mean_live_bytes),
+        peak_live_bytes: records
+            .iter()
+            .map(|r| r.outcome.stats.peak_live_bytes)
+            .max()
+            .unwrap_or(0),
+        generated_tokens: mean(&|r| r.outcome.stats.generated_tokens as f64),
+        policy_calls: mean(&|r| r.outcome.stats.policy_calls as f64),
+        prm_calls: mean(&|r| r.outcome.stats.prm_calls as f64),
+        selection_time_s: mean(&|r| r.outcome.stats.selection_time.as_secs_f64()),
+        wall_time_s: wall_total / n,
+        problems_per_minute: if wall_total > 0.0 {
+            n * 60.0 / wall_total
+        } else {
+            0.0
+        },
+        live_tokens_per_depth: per_depth.iter().map(|(s, c)| s / *c as f64).collect(),
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×"))
+}
+
+/// The summary as a markdown table, then the ETS/REBASE ratios per width.
+pub fn markdown_table(summary: &EvalSummary) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Dataset `{}`: {} problems × seeds {:?}.\n",
+        summary.dataset, summary.problems, summary.seeds
+    );
+    md.push_str(
+        "| method | width | runs | accuracy | KV metric (tok) | mean live tok | peak live tok \
+         | mean live KiB | peak live KiB | generated tok | policy calls | PRM calls \
+         | selection s | wall s | problems/min |\n",
+    );
+    md.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for c in &summary.cells {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.3} ({}/{}) | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} \
+             | {:.1} | {:.3} | {:.2} | {:.2} |",
+            c.method,
+            c.width,
+            c.runs,
+            c.accuracy,
+            c.correct,
+            c.runs,
+            c.kv_metric_tokens,
+            c.mean_live_tokens,
+            c.peak_live_tokens,
+            c.mean_live_bytes / 1024.0,
+            c.peak_live_bytes as f64 / 1024.0,
+            c.generated_tokens,
+            c.policy_calls,
+            c.prm_calls,
+            c.selection_time_s,
+            c.wall_time_s,
+            c.problems_per_minute,
+        );
+    }
+    if !summary.comparisons.is_empty() {
+        md.push_str(
+            "\n| width | KV metric REBASE/ETS | mean live REBASE/ETS | throughput ETS/REBASE \
+             | accuracy ETS − REBASE |\n|--:|--:|--:|--:|--:|\n",
+        );
+        for c in &summary.comparisons {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {:+.3} |",
+                c.width,
+                opt(c.kv_rebase_over_ets),
+                opt(c.mean_live_rebase_over_ets),
+                opt(c.throughput_ets_over_rebase),
+                c.accuracy_ets_minus_rebase,
+            );
+        }
+    }
+    md
+}
