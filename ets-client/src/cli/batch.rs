@@ -143,19 +143,34 @@ pub fn id_key(id: &Value) -> String {
     }
 }
 
+/// The resume key of a batch output line: its id, unless the line records an error.
+fn batch_key(line: &str) -> Option<String> {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(line) else {
+        return None;
+    };
+    if map.contains_key("error") {
+        return None;
+    }
+    map.get("id").map(id_key)
+}
+
 /// Reads an existing output file: the lines to keep (those without `error`) and their ids.
+#[cfg(test)]
 pub fn load_done(text: &str) -> (Vec<String>, HashSet<String>) {
+    load_done_by(text, batch_key)
+}
+
+/// Reads an existing JSONL output: the lines `key_of` gives a key (finished work) and their
+/// keys; the other lines (failures, a line cut short by a crash) will be redone.
+pub fn load_done_by(
+    text: &str,
+    key_of: impl Fn(&str) -> Option<String>,
+) -> (Vec<String>, HashSet<String>) {
     let mut kept = Vec::new();
     let mut done = HashSet::new();
     for line in text.lines() {
-        let Ok(Value::Object(map)) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if map.contains_key("error") {
-            continue;
-        }
-        if let Some(id) = map.get("id") {
-            done.insert(id_key(id));
+        if let Some(key) = key_of(line) {
+            done.insert(key);
             kept.push(line.to_owned());
         }
     }
@@ -164,12 +179,21 @@ pub fn load_done(text: &str) -> (Vec<String>, HashSet<String>) {
 
 /// Opens the output for appending, first dropping the lines that will be redone.
 fn open_output(path: &Path) -> anyhow::Result<(File, HashSet<String>)> {
+    open_output_by(path, batch_key)
+}
+
+/// Opens a resumable JSONL output for appending: rewrites it without the lines `key_of`
+/// rejects, and returns the keys of the lines kept (the work already done).
+pub fn open_output_by(
+    path: &Path,
+    key_of: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<(File, HashSet<String>)> {
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let (kept, done) = load_done(&existing);
+    let (kept, done) = load_done_by(&existing, key_of);
     if kept.len() != existing.lines().count() {
         let tmp = path.with_extension("jsonl.tmp");
         let mut text = kept.join("\n");
@@ -203,6 +227,17 @@ pub fn ok_line(item: &Item, result: &JobResult) -> Value {
 /// The output line of a line that failed.
 pub fn error_line(id: &Value, line: usize, kind: &str, message: &str) -> Value {
     json!({"id": id, "line": line, "error": {"kind": kind, "message": message}})
+}
+
+/// The kind and message of a job that failed (not of a lost connection).
+pub fn failure(e: &ClientError) -> (String, String) {
+    match e {
+        ClientError::JobFailed { kind, message, .. } | ClientError::Server { kind, message } => {
+            (format!("{kind:?}"), message.clone())
+        }
+        ClientError::Cancelled { .. } => ("Cancelled".into(), e.to_string()),
+        other => ("Client".into(), other.to_string()),
+    }
 }
 
 /// Runs `ets batch`.
@@ -295,14 +330,7 @@ pub async fn run(g: &Globals, args: BatchArgs) -> anyhow::Result<u8> {
                     )));
                 }
                 Err(e) => {
-                    let (kind, message) = match &e {
-                        ClientError::JobFailed { kind, message, .. }
-                        | ClientError::Server { kind, message } => {
-                            (format!("{kind:?}"), message.clone())
-                        }
-                        ClientError::Cancelled { .. } => ("Cancelled".into(), e.to_string()),
-                        other => ("Client".into(), other.to_string()),
-                    };
+                    let (kind, message) = failure(&e);
                     bar.suspend(|| eprintln!("ets: line {} failed: {message}", item.line));
                     write(&error_line(&item.id, item.line, &kind, &message))?;
                     failed += 1;
@@ -336,7 +364,8 @@ pub async fn run(g: &Globals, args: BatchArgs) -> anyhow::Result<u8> {
     }
 }
 
-fn progress_bar(len: u64, skipped: usize) -> ProgressBar {
+/// A progress bar on stderr for `len` jobs.
+pub fn progress_bar(len: u64, skipped: usize) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(

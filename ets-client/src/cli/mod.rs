@@ -3,14 +3,18 @@
 //! - `search_args`: the search flags `solve` and `batch` share, validated into a `SolveRequest`.
 //! - `solve`: one problem, progress on stderr, Ctrl-C cancels.
 //! - `batch`: JSONL in, JSONL out, resumable.
+//! - `eval` and `eval_output`: methods × widths × seeds on a benchmark, resumable, with a
+//!   summary table and plots.
 //! - `admin`: `ps`, `cancel`, `models …`, `status`, `metrics`, `shutdown`.
 //! - `serve`: runs `etsd` in the foreground.
 //! - `render`: human formatting (tables, sizes, the stats block).
 //!
-//! Only `solve` and `batch` start the daemon when nobody listens; the others report exit 3.
+//! Only `solve`, `batch` and `eval` start the daemon when nobody listens; the others report exit 3.
 
 mod admin;
 mod batch;
+mod eval;
+mod eval_output;
 mod render;
 mod search_args;
 mod serve;
@@ -27,6 +31,7 @@ use ets_client::{AutoStart, Client, ClientError, ConnectOptions, JobId};
 
 pub use self::admin::ModelsCommand;
 pub use self::batch::BatchArgs;
+pub use self::eval::EvalArgs;
 pub use self::serve::ServeArgs;
 pub use self::solve::SolveArgs;
 
@@ -56,7 +61,7 @@ Exit codes:
   4    a job failed or was refused (batch: at least one line failed)
   130  cancelled (Ctrl-C, or the job was cancelled elsewhere)
 
-Only `solve` and `batch` start the daemon when it is not running; start it yourself with `ets serve`.";
+Only `solve`, `batch` and `eval` start the daemon when it is not running; start it yourself with `ets serve`.";
 
 const GLOBAL: &str = "Global options";
 
@@ -73,7 +78,7 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
-    /// Never start the daemon, even for solve and batch.
+    /// Never start the daemon, even for solve, batch and eval.
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_autostart: bool,
 
@@ -102,6 +107,10 @@ pub enum Command {
     /// Solve every line of a JSONL file, writing one JSONL line per input (resumable).
     #[command(after_help = batch::FORMAT)]
     Batch(BatchArgs),
+    /// Compare methods on a benchmark: accuracy, KV, tokens and time per method × width
+    /// (resumable; starts the daemon if needed).
+    #[command(after_help = eval::AFTER_HELP)]
+    Eval(EvalArgs),
     /// List queued and running jobs.
     Ps,
     /// Cancel a job.
@@ -218,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         match cli.command {
             Command::Solve(args) => solve::run(&globals, args).await,
             Command::Batch(args) => batch::run(&globals, args).await,
+            Command::Eval(args) => eval::run(&globals, args).await,
             Command::Ps => admin::ps(&globals).await,
             Command::Cancel { job } => admin::cancel(&globals, job).await,
             Command::Models(command) => admin::models(&globals, command).await,

@@ -1,0 +1,438 @@
+//! `ets eval`: every method × width × seed on the same problems through one daemon connection,
+//! one `results.jsonl` line per cell (resumable), then `summary.json`, `summary.md` and plots
+//! (see `eval_output`). Voting, grading and aggregation are `ets_core::eval`'s.
+
+use std::collections::HashSet;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use ets_client::{Client, ClientError, JobResult, SolveRequest};
+use ets_core::answer::Dataset;
+use ets_core::eval::{
+    infer_grader, load_problems, select_problems, CellKey, EvalRecord, Layout, Problem,
+};
+use ets_core::Method;
+use tokio::task::JoinSet;
+
+use super::batch::{failure, open_output_by, progress_bar};
+use super::search_args::{Overrides, SearchArgs};
+use super::{eval_output, exit, Globals, Interrupts, UsageError};
+
+const MATH500: &str = include_str!("../../../data/math500.jsonl");
+const GSM8K: &str = include_str!("../../../data/gsm8k_test.jsonl");
+
+/// Shown by `ets eval --help`.
+pub const AFTER_HELP: &str = "\
+Outputs in --out: results.jsonl (one line per problem × method × width × seed, with the full
+search tree and the vote), summary.json, summary.md, kv_per_depth_w<W>.svg (live KV tokens per
+depth, one line per method) and accuracy_vs_kv.svg. Rerunning with the same --out skips the
+cells already in results.jsonl. The built-in datasets are data/math500.jsonl and
+data/gsm8k_test.jsonl (MIT); --dataset also takes a JSONL file of your own.
+Exit: 0 every cell ran, 4 some failed (rerun to retry them), 130 interrupted (rerun to resume).";
+
+/// `ets eval` arguments.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// `math500`, `gsm8k`, or a JSONL file (`problem`/`question`, `answer`/`reference`, `id`).
+    #[arg(long, value_name = "NAME|FILE")]
+    pub dataset: String,
+
+    /// Grader for a file of your own [default: gsm8k for GSM8K-shaped lines, else math].
+    #[arg(long, value_name = "math|gsm8k")]
+    pub grader: Option<String>,
+
+    /// Run only the first N problems (after --ids).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// Run only these problem ids (comma-separated; MATH500: `unique_id`, GSM8K: `gsm8k/<line>`).
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub ids: Vec<String>,
+
+    /// Methods to compare (comma-separated).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "ets,rebase,beam,dvts,bon"
+    )]
+    pub methods: Vec<String>,
+
+    /// Search widths (comma-separated).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "4,16,64"
+    )]
+    pub widths: Vec<usize>,
+
+    /// Seeds (comma-separated); every method runs every problem with each.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0")]
+    pub seeds: Vec<u64>,
+
+    /// Output directory (created; reused to resume).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Jobs in flight at once. 1 keeps each search's wall time its own (the throughput column).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+
+    /// Caps, models and sampling (--method, --width and --seed are not used: see --methods,
+    /// --widths, --seeds).
+    #[command(flatten)]
+    pub search: SearchArgs,
+}
+
+/// The validated eval plan: problems, grader and every cell's request.
+struct Plan {
+    dataset: String,
+    grader: Dataset,
+    problems: Vec<Problem>,
+    methods: Vec<Method>,
+    widths: Vec<usize>,
+    seeds: Vec<u64>,
+}
+
+/// `items` without repeats, first occurrences kept in order.
+fn dedup<T: Copy + Eq + std::hash::Hash>(mut items: Vec<T>) -> Vec<T> {
+    let mut seen = HashSet::new();
+    items.retain(|x| seen.insert(*x));
+    items
+}
+
+/// The resume key of a cell.
+fn key_string(key: &CellKey) -> String {
+    format!(
+        "{}\t{}\t{}\t{}",
+        key.problem_id, key.method, key.width, key.seed
+    )
+}
+
+/// The resume key of a results line: a line that reads back as a whole record.
+fn results_key(line: &str) -> Option<String> {
+    serde_json::from_str::<EvalRecord>(line)
+        .ok()
+        .map(|r| key_string(&r.key()))
+}
+
+fn parse_grader(name: &str) -> Result<Dataset, UsageError> {
+    match name {
+        "math" | "math500" => Ok(Dataset::Math),
+        "gsm8k" => Ok(Dataset::Gsm8k),
+        other => Err(UsageError(format!(
+            "--grader: unknown grader `{other}` (expected math or gsm8k)"
+        ))),
+    }
+}
+
+fn plan(args: &EvalArgs) -> anyhow::Result<Plan> {
+    let (name, text, layout, grader) = match args.dataset.as_str() {
+        "math500" => (
+            "math500".to_owned(),
+            MATH500.to_owned(),
+            Layout::Math500,
+            Dataset::Math,
+        ),
+        "gsm8k" => (
+            "gsm8k".to_owned(),
+            GSM8K.to_owned(),
+            Layout::Gsm8k,
+            Dataset::Gsm8k,
+        ),
+        path if path.ends_with(".jsonl") || Path::new(path).exists() => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--dataset: cannot read {path}"))?;
+            let grader = infer_grader(&text);
+            (path.to_owned(), text, Layout::Generic, grader)
+        }
+        other => {
+            return Err(UsageError(format!(
+                "--dataset: unknown dataset `{other}` (expected math500, gsm8k or a .jsonl file)"
+            ))
+            .into())
+        }
+    };
+    let grader = match &args.grader {
+        Some(g) => parse_grader(g)?,
+        None => grader,
+    };
+    let problems = load_problems(&name, &text, layout)?;
+    let problems = select_problems(problems, &args.ids, args.limit)?;
+    if problems.is_empty() {
+        return Err(UsageError("--limit 0 leaves no problem to run".into()).into());
+    }
+    let mut methods = Vec::new();
+    for m in &args.methods {
+        let method = m
+            .trim()
+            .parse::<Method>()
+            .map_err(|e| UsageError(format!("--methods: {e}")))?;
+        if !methods.contains(&method) {
+            methods.push(method);
+        }
+    }
+    let (widths, seeds) = (dedup(args.widths.clone()), dedup(args.seeds.clone()));
+    if methods.is_empty() || widths.is_empty() || seeds.is_empty() {
+        return Err(UsageError("--methods, --widths and --seeds must not be empty".into()).into());
+    }
+    let s = &args.search;
+    if s.method.is_some() || s.width.is_some() || s.seed.is_some() {
+        return Err(UsageError(
+            "ets eval takes --methods, --widths and --seeds, not --method, --width, --seed".into(),
+        )
+        .into());
+    }
+    Ok(Plan {
+        dataset: name,
+        grader,
+        problems,
+        methods,
+        widths,
+        seeds,
+    })
+}
+
+impl Plan {
+    /// Every cell, problems outermost so a partial run has whole comparisons.
+    fn cells(&self) -> impl Iterator<Item = (&Problem, Method, usize, u64)> + '_ {
+        self.problems.iter().flat_map(move |p| {
+            self.widths.iter().flat_map(move |&w| {
+                self.seeds
+                    .iter()
+                    .flat_map(move |&s| self.methods.iter().map(move |&m| (p, m, w, s)))
+            })
+        })
+    }
+
+    fn key(p: &Problem, m: Method, w: usize, s: u64) -> CellKey {
+        CellKey {
+            problem_id: p.id.clone(),
+            method: m.name(),
+            width: w,
+            seed: s,
+        }
+    }
+}
+
+/// The request of one cell: the flags' caps, the cell's method, width and seed; GSM8K adds
+/// "####" to the answer markers (small models end GSM8K answers with it).
+fn request(
+    search: &SearchArgs,
+    grader: Dataset,
+    p: &Problem,
+    (method, width, seed): (Method, usize, u64),
+) -> Result<SolveRequest, UsageError> {
+    let mut search = search.clone();
+    if grader == Dataset::Gsm8k && !search.answer_markers.iter().any(|m| m == "####") {
+        search.answer_markers.push("####".to_owned());
+    }
+    let overrides = Overrides {
+        method: Some(method),
+        width: Some(width),
+        seed: Some(seed),
+    };
+    let mut request = search.request(p.problem.clone(), overrides)?;
+    request.tag = Some(key_string(&Plan::key(p, method, width, seed)));
+    request.stream_events = false;
+    Ok(request)
+}
+
+/// Runs `ets eval`.
+pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
+    let plan = plan(&args)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let results_path = args.out.join("results.jsonl");
+    let (file, done) = open_output_by(&results_path, results_key)?;
+    let mut out = BufWriter::new(file);
+
+    let mut todo = Vec::new();
+    let mut skipped = 0usize;
+    for (p, m, w, s) in plan.cells() {
+        if done.contains(&key_string(&Plan::key(p, m, w, s))) {
+            skipped += 1;
+        } else {
+            todo.push((
+                p.clone(),
+                m,
+                w,
+                s,
+                request(&args.search, plan.grader, p, (m, w, s))?,
+            ));
+        }
+    }
+    eprintln!(
+        "ets: eval on {} ({} problems × {} methods × {} widths × {} seeds): {} to run, {} already in {}",
+        plan.dataset,
+        plan.problems.len(),
+        plan.methods.len(),
+        plan.widths.len(),
+        plan.seeds.len(),
+        todo.len(),
+        skipped,
+        results_path.display()
+    );
+
+    let mut interrupts = Interrupts::new()?;
+    let (mut failed, mut interrupted) = (0usize, false);
+    if !todo.is_empty() {
+        let bar = progress_bar(todo.len() as u64, skipped);
+        let client = tokio::select! {
+            client = g.connect(true) => client?,
+            _ = interrupts.recv() => {
+                eprintln!("ets: interrupted while connecting; nothing was started");
+                return Ok(exit::CANCELLED);
+            }
+        };
+        let mut queue = todo.into_iter();
+        let mut running = JoinSet::new();
+        loop {
+            while running.len() < args.concurrency as usize {
+                let Some((p, m, w, s, request)) = queue.next() else {
+                    break;
+                };
+                let client: Client = client.clone();
+                running.spawn(async move {
+                    let result: Result<JobResult, ClientError> =
+                        async { client.solve(request).await?.wait().await }.await;
+                    ((p, m, w, s), result)
+                });
+            }
+            let ((p, m, w, s), result) = tokio::select! {
+                joined = running.join_next() => match joined {
+                    None => break,
+                    Some(joined) => joined.context("an eval task panicked")?,
+                },
+                _ = interrupts.recv() => {
+                    interrupted = true;
+                    break;
+                }
+            };
+            let cell = format!("{} {} w={} seed={}", p.id, m.name(), w, s);
+            match result {
+                Ok(result) => {
+                    let record =
+                        EvalRecord::new(&p, m, w, s, plan.grader, result.job, result.outcome);
+                    if record.kv_recount_tokens != record.outcome.stats.kv_metric_tokens {
+                        bar.suspend(|| {
+                            eprintln!(
+                                "ets: warning: {cell}: KV metric {} but the tree recounts {}",
+                                record.outcome.stats.kv_metric_tokens, record.kv_recount_tokens
+                            )
+                        });
+                    }
+                    writeln!(out, "{}", serde_json::to_string(&record)?)?;
+                    out.flush()
+                        .with_context(|| format!("cannot write {}", results_path.display()))?;
+                }
+                Err(e) if e.is_unreachable() => {
+                    bar.abandon();
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "eval stopped at {cell}; rerun the same command to resume"
+                    )));
+                }
+                Err(e) => {
+                    let (kind, message) = failure(&e);
+                    bar.suspend(|| eprintln!("ets: {cell} failed ({kind}): {message}"));
+                    failed += 1;
+                }
+            }
+            bar.inc(1);
+            bar.set_message(format!("{failed} failed"));
+        }
+        bar.finish_and_clear();
+    }
+    drop(out);
+
+    let wanted: HashSet<String> = plan
+        .cells()
+        .map(|(p, m, w, s)| key_string(&Plan::key(p, m, w, s)))
+        .collect();
+    let summary = eval_output::write_reports(&args.out, &plan.dataset, &wanted)?;
+    if g.json {
+        super::print_json(&summary)?;
+    } else {
+        super::print_line(ets_core::eval::markdown_table(&summary))?;
+    }
+    if interrupted {
+        eprintln!("ets: interrupted; rerun the same command to resume");
+        Ok(exit::CANCELLED)
+    } else if failed > 0 {
+        eprintln!("ets: {failed} cells failed; rerun the same command to retry them");
+        Ok(exit::JOB_FAILED)
+    } else {
+        Ok(exit::OK)
+    }
+}
+
+/// Reads the records of `wanted` cells back from `results.jsonl`.
+pub fn read_records(path: &Path, wanted: &HashSet<String>) -> anyhow::Result<Vec<EvalRecord>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<EvalRecord>(l).ok())
+        .filter(|r| wanted.contains(&key_string(&r.key())))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        eval: EvalArgs,
+    }
+
+    fn parse(args: &[&str]) -> EvalArgs {
+        let argv = ["t", "--out", "/tmp/x"]
+            .into_iter()
+            .chain(args.iter().copied());
+        Wrapper::try_parse_from(argv).unwrap().eval
+    }
+
+    #[test]
+    fn the_plan_covers_every_cell_with_the_same_problems_and_seeds() {
+        let args = parse(&[
+            "--dataset",
+            "gsm8k",
+            "--limit",
+            "2",
+            "--widths",
+            "4,8",
+            "--seeds",
+            "1,2",
+        ]);
+        let plan = plan(&args).unwrap();
+        assert_eq!(plan.grader, Dataset::Gsm8k);
+        assert_eq!(plan.methods, Method::ALL);
+        let cells: Vec<_> = plan.cells().collect();
+        assert_eq!(cells.len(), 2 * 5 * 2 * 2);
+        let (p, m, w, s) = cells[0];
+        let r = request(&args.search, plan.grader, p, (m, w, s)).unwrap();
+        assert!(r.config.answer_markers.iter().any(|m| m == "####"));
+        assert_eq!(
+            (r.config.method, r.config.width, r.config.seed),
+            (Method::Ets, 4, 1)
+        );
+    }
+
+    #[test]
+    fn bad_input_names_what_was_wrong() {
+        let e = |a: &[&str]| plan(&parse(a)).err().unwrap().to_string();
+        assert!(e(&["--dataset", "mnist"]).contains("`mnist`"));
+        assert!(e(&["--dataset", "gsm8k", "--methods", "ets,mcts"]).contains("mcts"));
+        assert!(e(&["--dataset", "gsm8k", "--ids", "gsm8k/99999"]).contains("gsm8k/99999"));
+        assert!(e(&["--dataset", "/nonexistent.jsonl"]).contains("/nonexistent.jsonl"));
+        assert!(e(&["--dataset", "gsm8k", "--width", "4"]).contains("--widths"));
+        assert!(e(&["--dataset", "gsm8k", "--grader", "nope"]).contains("nope"));
+    }
+}
