@@ -1,18 +1,19 @@
 //! One client connection: the peer check, the handshake, reading framed requests and answering
-//! each with exactly one reply in order, and cancelling the connection's jobs when it closes.
+//! each with exactly one reply in order (slow ones — loads, pulls — run on their own tasks and
+//! keep their place), and cancelling the connection's jobs when it closes.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ets_core::protocol::{
-    decode_payload, encode_frame, payload_len, CodecError, ErrorKind, Request, Response,
+    decode_payload, encode_frame, payload_len, CodecError, ErrorKind, JobId, Request, Response,
     PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::jobs::{Outbox, StopReason};
 use super::registry::drop_off_runtime;
@@ -156,6 +157,8 @@ async fn read_loop(
             return "no hello";
         }
     }
+    let (replies, reply_queue) = mpsc::unbounded_channel();
+    tokio::spawn(forward_replies(reply_queue, outbox.clone()));
     loop {
         let request = tokio::select! {
             r = read_request(stream) => r,
@@ -167,22 +170,65 @@ async fn read_loop(
                 bad_frame(e);
                 return "bad frame";
             }
-            Ok(Some(request)) => match handle(daemon, conn, request).await {
-                Reply::Now(reply) => {
-                    if outbox.send(reply).is_err() {
-                        return "writer gone";
+            Ok(Some(request)) => {
+                let pending = match handle(daemon, conn, request) {
+                    Reply::Now(reply) => Pending::Ready(reply),
+                    Reply::Later(reply) => Pending::Later(reply),
+                    Reply::Accepted(job, request) => {
+                        let (sent, accepted_sent) = oneshot::channel();
+                        let id = job.id;
+                        tokio::spawn(run_job(
+                            daemon.clone(),
+                            job,
+                            request,
+                            outbox.clone(),
+                            accepted_sent,
+                        ));
+                        daemon.wake_idle_watch();
+                        Pending::Accepted { job: id, sent }
                     }
+                };
+                if replies.send(pending).is_err() {
+                    return "writer gone";
                 }
-                Reply::Accepted(job, request) => {
-                    // Accepted goes out before the job can send anything.
-                    if outbox.send(Response::Accepted { job: job.id }).is_err() {
-                        daemon.jobs.leave(job.id);
-                        return "writer gone";
-                    }
-                    tokio::spawn(run_job(daemon.clone(), job, request, outbox.clone()));
-                    daemon.wake_idle_watch();
+            }
+        }
+    }
+}
+
+/// A reply in request order: ready now, computed by a task (a load or a pull), or a job's
+/// `Accepted`, after which the job may start sending.
+enum Pending {
+    Ready(Response),
+    Later(oneshot::Receiver<Response>),
+    Accepted {
+        job: JobId,
+        sent: oneshot::Sender<()>,
+    },
+}
+
+/// Sends replies in the order their requests came, so a slow `LoadModel` or `Pull` delays
+/// later replies but never the effect of later requests (a `Cancel` acts at once).
+async fn forward_replies(mut queue: mpsc::UnboundedReceiver<Pending>, outbox: Outbox) {
+    while let Some(pending) = queue.recv().await {
+        let reply = match pending {
+            Pending::Ready(reply) => reply,
+            Pending::Later(reply) => reply.await.unwrap_or_else(|_| {
+                error(
+                    ErrorKind::Internal,
+                    "the request's task ended without a reply",
+                )
+            }),
+            Pending::Accepted { job, sent } => {
+                if outbox.send(Response::Accepted { job }).is_err() {
+                    return;
                 }
-            },
+                let _ = sent.send(());
+                continue;
+            }
+        };
+        if outbox.send(reply).is_err() {
+            return;
         }
     }
 }
@@ -190,11 +236,24 @@ async fn read_loop(
 /// The reply to a request: a response now, or an accepted job to start once `Accepted` is sent.
 enum Reply {
     Now(Response),
+    Later(oneshot::Receiver<Response>),
     Accepted(Arc<super::jobs::Job>, ets_core::protocol::SolveRequest),
 }
 
+/// Runs a slow request on its own task; its reply keeps its place in the order.
+fn later<F>(work: F) -> Reply
+where
+    F: std::future::Future<Output = Response> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let _ = tx.send(work.await);
+    });
+    Reply::Later(rx)
+}
+
 /// Carries out one request and returns its reply.
-async fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
+fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
     Reply::Now(match request {
         Request::Hello { .. } => error(ErrorKind::BadRequest, "Hello was already exchanged"),
         Request::Solve(request) => {
@@ -229,18 +288,23 @@ async fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
             model,
             role,
             keep_alive_secs,
-        } => match daemon.registry.acquire(&model, role).await {
-            Ok(lease) => {
-                if let Some(secs) = keep_alive_secs {
-                    daemon
-                        .registry
-                        .set_keep_alive(&lease, super::keep_alive_duration(secs));
+        } => {
+            let daemon = daemon.clone();
+            return later(async move {
+                match daemon.registry.acquire(&model, role).await {
+                    Ok(lease) => {
+                        if let Some(secs) = keep_alive_secs {
+                            daemon
+                                .registry
+                                .set_keep_alive(&lease, super::keep_alive_duration(secs));
+                        }
+                        drop(lease);
+                        Response::Done
+                    }
+                    Err(e) => error(ErrorKind::Model, e),
                 }
-                drop(lease);
-                Response::Done
-            }
-            Err(e) => error(ErrorKind::Model, e),
-        },
+            });
+        }
         Request::UnloadModel { model } => match daemon.registry.unload(&model) {
             Ok(dropped) => {
                 drop_off_runtime(dropped);
@@ -252,15 +316,20 @@ async fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
             Ok(()) => Response::Done,
             Err(e) => error(ErrorKind::Model, e),
         },
-        Request::Pull { alias } => match daemon.registry.pull(&alias).await {
-            Ok((path, bytes, already_present)) => Response::Pulled {
-                alias,
-                path: path.display().to_string(),
-                bytes,
-                already_present,
-            },
-            Err(e) => error(ErrorKind::Model, e),
-        },
+        Request::Pull { alias } => {
+            let daemon = daemon.clone();
+            return later(async move {
+                match daemon.registry.pull(&alias).await {
+                    Ok((path, bytes, already_present)) => Response::Pulled {
+                        alias,
+                        path: path.display().to_string(),
+                        bytes,
+                        already_present,
+                    },
+                    Err(e) => error(ErrorKind::Model, e),
+                }
+            });
+        }
         Request::ListModels => Response::Models(daemon.store_models()),
         Request::Shutdown => {
             tracing::info!(conn, "shutdown requested");

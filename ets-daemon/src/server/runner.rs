@@ -27,8 +27,21 @@ enum Ending {
     Stopped(StopReason),
 }
 
-/// Runs a job to its end and sends its final message. The caller already sent `Accepted`.
-pub async fn run_job(daemon: Arc<Daemon>, job: Arc<Job>, request: SolveRequest, outbox: Outbox) {
+/// Runs a job to its end and sends its final message. It starts once its `Accepted` is sent
+/// (`accepted_sent`), so none of its messages can overtake it.
+pub async fn run_job(
+    daemon: Arc<Daemon>,
+    job: Arc<Job>,
+    request: SolveRequest,
+    outbox: Outbox,
+    accepted_sent: tokio::sync::oneshot::Receiver<()>,
+) {
+    if accepted_sent.await.is_err() {
+        // The connection went away before the job was announced.
+        daemon.jobs.leave(job.id);
+        daemon.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     let stream = request.stream_events.then(|| outbox.clone());
     let ending = drive(&daemon, &job, request, stream).await;
     daemon.jobs.leave(job.id);

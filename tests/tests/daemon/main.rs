@@ -4,6 +4,8 @@
 //! Most tests share one daemon (started on first use, exiting by itself once idle); tests that
 //! count totals, stop the daemon or need other flags start their own.
 
+mod cli;
+mod eval;
 mod lifecycle;
 mod requests;
 mod robustness;

@@ -104,6 +104,7 @@ impl Daemon {
     /// Spawns `etsd` on `socket` without waiting.
     pub fn spawn(socket: &Path, dir: &Path, extra: &[&str]) -> Child {
         let (etsd, _) = binaries();
+        std::fs::create_dir_all(dir).unwrap();
         Command::new(etsd)
             .arg("--socket")
             .arg(socket)

@@ -1,0 +1,120 @@
+//! The `ets` command line against the real daemon: `solve --json`, `ps`, `status`, `metrics`,
+//! the unreachable-daemon exit code, and auto-start (the README's first command).
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::shared;
+use crate::support::{binaries, models_dir, temp_dir};
+
+fn ets(socket: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(&binaries().1)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("running ets")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const TINY: [&str; 8] = [
+    "--method",
+    "rebase",
+    "--width",
+    "2",
+    "--max-depth",
+    "2",
+    "--max-step-tokens",
+    "8",
+];
+
+#[test]
+fn solve_json_ps_status_and_metrics_speak_to_the_daemon() {
+    let socket = &shared().socket;
+    let mut args = vec!["--no-autostart", "--json", "solve"];
+    args.extend(TINY);
+    args.extend(["--max-tokens", "16", "--seed", "5", "What is 3 + 4?"]);
+    let out = ets(socket, &args);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(result["type"], "result");
+    assert_eq!(result["width"], 2);
+    assert!(result["stats"]["nodes"].as_u64().unwrap() > 1, "{result}");
+    assert!(
+        result["stats"]["generated_tokens"].as_u64().unwrap() > 0,
+        "{result}"
+    );
+    assert!(result["nodes"].as_array().unwrap().len() > 1);
+
+    let out = ets(socket, &["--json", "ps"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .is_array());
+
+    let out = ets(socket, &["--json", "status"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status["jobs_done"].as_u64().unwrap() >= 1, "{status}");
+
+    let out = ets(socket, &["metrics"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("ets_jobs_total{outcome=\"done\"}"));
+}
+
+#[test]
+fn an_unreachable_daemon_exits_3_and_names_the_socket() {
+    let dir = temp_dir("unreachable");
+    let socket = dir.join("nobody.sock");
+    let out = ets(&socket, &["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nobody.sock"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn solve_starts_the_daemon_when_none_runs() {
+    let dir = temp_dir("autostart");
+    let socket = dir.join("ets").join("etsd.sock");
+    let mut args = vec!["solve"];
+    args.extend(TINY);
+    args.extend(["--max-tokens", "16", "What is 5 + 6?"]);
+    let out = Command::new(&binaries().1)
+        .arg("--socket")
+        .arg(&socket)
+        .args(&args)
+        .env("ETSD", &binaries().0)
+        .env("ETS_MODELS_DIR", models_dir())
+        .env("XDG_STATE_HOME", dir.join("state"))
+        .output()
+        .expect("running ets");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.to_lowercase().contains("answer"), "{stdout}");
+    assert!(socket.exists(), "the started daemon keeps running");
+    let log = std::fs::read_to_string(dir.join("state/ets/etsd.log")).unwrap_or_default();
+    assert!(log.contains("etsd listening"), "{log}");
+
+    let out = ets(&socket, &["shutdown"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!socket.exists(), "shutdown removed the socket");
+    let _ = std::fs::remove_dir_all(&dir);
+}
