@@ -180,7 +180,7 @@ async fn read_loop(
                         tokio::spawn(run_job(
                             daemon.clone(),
                             job,
-                            request,
+                            *request,
                             outbox.clone(),
                             accepted_sent,
                         ));
@@ -237,7 +237,7 @@ async fn forward_replies(mut queue: mpsc::UnboundedReceiver<Pending>, outbox: Ou
 enum Reply {
     Now(Response),
     Later(oneshot::Receiver<Response>),
-    Accepted(Arc<super::jobs::Job>, ets_core::protocol::SolveRequest),
+    Accepted(Arc<super::jobs::Job>, Box<ets_core::protocol::SolveRequest>),
 }
 
 /// Runs a slow request on its own task; its reply keeps its place in the order.
@@ -269,7 +269,7 @@ fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
             }
             let job = daemon.jobs.register(conn, &request);
             tracing::info!(job = job.id, conn, method = ?job.method, width = job.width, "job accepted");
-            return Reply::Accepted(job, *request);
+            return Reply::Accepted(job, request);
         }
         Request::Cancel { job } => match daemon.jobs.get(job) {
             Some(j) => {
