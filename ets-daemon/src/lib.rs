@@ -30,6 +30,7 @@
 
 pub mod backend;
 mod error;
+pub mod native;
 pub mod server;
 pub mod store;
 
