@@ -10,6 +10,8 @@
 //!   merged through one log-sum-exp shift per row (bit-identical however a context is split).
 //! - `engine`: [`NativeEngine`], one batched forward pass over any mix of prefill and decode
 //!   rows.
+//! - `policy`: [`NativePolicy`], ets-core's `Policy` with the K/V cache as a kvtree.
+//! - `prm`: [`NativeReward`], ets-core's `Reward` scoring each new step incrementally.
 //!
 //! **Invariants**: a node's payload holds exactly its span's K/V (no spare capacity), so a
 //! `KvTree<KvSegment>` built with [`ModelConfig::kv_bytes_per_token`] reports byte counts equal
@@ -20,9 +22,13 @@ mod attention;
 mod engine;
 mod kv;
 mod model;
+mod policy;
+mod prm;
 mod text;
 
 pub use engine::{Logits, NativeEngine, SeqInput, SeqOutput};
 pub use kv::{KvSegment, PendingKv};
 pub use model::{ModelConfig, RopeStyle, WeightMode};
+pub use policy::{NativePolicy, NativePolicyOptions};
+pub use prm::{NativeReward, ScoreLayout};
 pub use text::{ChatRole, Encoded, GgufText};

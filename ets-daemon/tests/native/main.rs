@@ -6,4 +6,6 @@
 //! one test's own.
 
 mod exactness;
+mod policy;
+mod prm;
 mod support;

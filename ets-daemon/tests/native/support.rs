@@ -6,6 +6,9 @@ use ets_daemon::backend::{LlmEngine, LoadOptions, ModelFiles};
 use ets_daemon::native::{NativeEngine, WeightMode};
 use ets_daemon::store::{Store, SMOLLM2_135M};
 
+pub const PROBLEM: &str =
+    "Tom has 3 boxes with 4 apples in each box. He eats 2 apples. How many apples are left?";
+
 fn store() -> Store {
     Store::open_default().unwrap_or_else(|e| panic!("{e}"))
 }
