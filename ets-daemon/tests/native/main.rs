@@ -8,4 +8,5 @@
 mod exactness;
 mod policy;
 mod prm;
+mod search;
 mod support;
