@@ -3,8 +3,9 @@
 //! **Owns**: loading policy and PRM models from local files through mistral.rs
 //! ([`backend::LlmEngine`]), the implementations of ets-core's backend traits on them
 //! ([`backend::MistralPolicy`], [`backend::MistralReward`], [`backend::BertEmbedder`]), PRM
-//! profiles as data ([`backend::PrmProfile`]), and the model store with `pull`
-//! ([`store::Store`]).
+//! profiles as data ([`backend::PrmProfile`]), the native engine for llama-family GGUF files
+//! whose K/V cache is an ets-kvtree ([`native::NativeEngine`], [`native::NativePolicy`],
+//! [`native::NativeReward`]), and the model store with `pull` ([`store::Store`]).
 //!
 //! **Must not**: reach a model hub at load time (a missing path is an error, never a hub id);
 //! write into the user's Hugging Face cache (`HF_HOME` points inside the store); re-tokenize a
@@ -30,6 +31,7 @@
 
 pub mod backend;
 mod error;
+pub mod native;
 pub mod server;
 pub mod store;
 

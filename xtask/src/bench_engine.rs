@@ -1,6 +1,7 @@
 //! `cargo xtask bench-engine`: engine speed of the small model on this machine, on its Q4_1
 //! file and its Q8_0 re-quantization: decode tok/s with 1 and 16 sequences, prefill tok/s, and
-//! PRM (judge) time per scored step. Prints a markdown table (kept in ets-daemon's README).
+//! PRM (judge) time per scored step, on mistral.rs and (Q8_0 only) on the native engine.
+//! Prints a markdown table (kept in ets-daemon's README).
 //!
 //! Decode rates subtract the prefill of the same request, measured separately, so they count
 //! generated tokens only. Run it in release for numbers that mean something
@@ -11,8 +12,12 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use ets_core::{ExpandRequest, Policy, SamplingConfig, ScoreRequest};
+use ets_daemon::backend::ModelFiles;
 use ets_daemon::backend::{
     LlmEngine, LoadOptions, MistralPolicy, MistralReward, PolicyOptions, PrmProfile,
+};
+use ets_daemon::native::{
+    NativeEngine, NativePolicy, NativePolicyOptions, NativeReward, WeightMode,
 };
 use ets_daemon::store::{builtin_alias, PullOptions, Store, SMOLLM2_135M};
 
@@ -29,15 +34,17 @@ struct Row {
     score_ms: f64,
 }
 
-/// Runs the benchmark.
-pub fn run(_args: &[String]) -> Result<()> {
+/// Runs the benchmark; `--native-only` skips the mistral.rs rows.
+pub fn run(args: &[String]) -> Result<()> {
+    let native_only = args.iter().any(|a| a == "--native-only");
     let store = Store::open_default()?;
     let q8 = builtin_alias(SMOLLM2_135M)?.spec();
     let mut q4 = q8.clone();
     q4.alias = format!("{SMOLLM2_135M}-q4_1");
     q4.requantize_by_default = false;
     let mut rows = Vec::new();
-    for spec in [q4, q8] {
+    let specs = if native_only { vec![] } else { vec![q4, q8] };
+    for spec in specs {
         store
             .pull(&spec, &PullOptions::default())
             .with_context(|| format!("pulling {}", spec.alias))?;
@@ -45,6 +52,13 @@ pub fn run(_args: &[String]) -> Result<()> {
         eprintln!("benchmarking {files:?}");
         let engine = Arc::new(LlmEngine::load(&files, &LoadOptions::new(store.hf_home()))?);
         rows.push(measure(engine, &spec.alias)?);
+    }
+    if let ModelFiles::Gguf { dir, file } = store.model_files(SMOLLM2_135M)? {
+        let engine = Arc::new(NativeEngine::load(&dir.join(file), WeightMode::Quantized)?);
+        rows.push(measure_native(
+            engine,
+            &format!("{SMOLLM2_135M} (native engine)"),
+        )?);
     }
     println!("| model file | prefill tok/s | decode tok/s (1 seq) | decode tok/s (16 seqs) | PRM ms/step |");
     println!("|---|---|---|---|---|");
@@ -57,12 +71,93 @@ pub fn run(_args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The natalia prompt repeated, as every row measures it.
+fn long_problem() -> String {
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many \
+     clips in May. How many clips did Natalia sell altogether in April and May? "
+        .repeat(6)
+}
+
+/// The native engine: the same decode and prefill measurements (the prompt is dropped from
+/// its cache before each prefill); the PRM row is the incremental cost of one new step (8
+/// different second steps scored in one call after the first step was scored).
+fn measure_native(engine: Arc<NativeEngine>, name: &str) -> Result<Row> {
+    let options = || NativePolicyOptions {
+        max_cached_bytes: 0,
+        ..NativePolicyOptions::default()
+    };
+    let mut policy = NativePolicy::new(engine.clone(), options());
+    let context = policy.encode_problem(&long_problem())?;
+    let greedy = SamplingConfig {
+        temperature: 0.0,
+        ..SamplingConfig::default()
+    };
+    let sample = SamplingConfig::default();
+    let mut timed =
+        |children: usize, max_tokens: usize, sampling: &SamplingConfig| -> Result<(f64, usize)> {
+            let req = ExpandRequest {
+                context: &context,
+                num_children: children,
+                max_tokens,
+                seed: 5,
+                sampling,
+                step_delimiter: NEVER,
+            };
+            // A cache budget of 0 evicts everything after each call: every call prefills.
+            let t = Instant::now();
+            let out = policy.expand_steps(&[req])?;
+            let tokens = out[0].iter().map(|c| c.token_ids.len()).sum();
+            Ok((t.elapsed().as_secs_f64(), tokens))
+        };
+    timed(1, 1, &greedy)?; // warm-up
+    let best = |xs: Vec<f64>| xs.into_iter().fold(f64::INFINITY, f64::min);
+    let prefill_1 = best(
+        (0..3)
+            .map(|_| timed(1, 1, &greedy).map(|x| x.0))
+            .collect::<Result<_>>()?,
+    );
+    let (t1, n1) = timed(1, DECODE_TOKENS, &greedy)?;
+    let prefill_16 = timed(16, 1, &sample)?.0;
+    let (t16, n16) = timed(16, DECODE_TOKENS, &sample)?;
+
+    let mut prm = NativeReward::new(engine, &PrmProfile::builtin("judge")?, 1 << 30)?;
+    let problem = "Natalia sold clips to 48 of her friends in April, and then she sold half as \
+                   many clips in May. How many clips did Natalia sell altogether?";
+    let first = "Natalia sold 48 clips in April.\n\n";
+    prm.score_steps(&[ScoreRequest {
+        problem,
+        steps: &[first],
+    }])?;
+    let seconds: Vec<String> = (0..8)
+        .map(|i| {
+            format!(
+                "In May she sold half as many: 48 / 2 = {} clips.\n\n",
+                20 + i
+            )
+        })
+        .collect();
+    let trajectories: Vec<[&str; 2]> = seconds.iter().map(|s| [first, s.as_str()]).collect();
+    let reqs: Vec<ScoreRequest<'_>> = trajectories
+        .iter()
+        .map(|steps| ScoreRequest { problem, steps })
+        .collect();
+    let t = Instant::now();
+    prm.score_steps(&reqs)?;
+    let score_ms = t.elapsed().as_secs_f64() * 1000.0 / reqs.len() as f64;
+    Ok(Row {
+        file: name.to_owned(),
+        prefill: context.len() as f64 / prefill_1,
+        decode_1: n1.saturating_sub(1) as f64 / (t1 - prefill_1).max(1e-9),
+        decode_16: n16.saturating_sub(16) as f64 / (t16 - prefill_16).max(1e-9),
+        score_ms,
+    })
+}
+
 fn measure(engine: Arc<LlmEngine>, name: &str) -> Result<Row> {
     let mut policy = MistralPolicy::new(engine.clone(), PolicyOptions::default());
-    let text = "Natalia sold clips to 48 of her friends in April, and then she sold half as many \
-                clips in May. How many clips did Natalia sell altogether in April and May? "
-        .repeat(6);
-    let context = policy.encode_prompt(&text).map_err(|e| anyhow!("{e}"))?;
+    let context = policy
+        .encode_prompt(&long_problem())
+        .map_err(|e| anyhow!("{e}"))?;
     let greedy = SamplingConfig {
         temperature: 0.0,
         ..SamplingConfig::default()

@@ -138,35 +138,50 @@ impl StepController {
                 .map_err(|e| e.to_string())?;
         }
         rec.finish = None;
-        let mut row: Vec<f32> = logits.to_vec1().map_err(|e| e.to_string())?;
-        for id in spec.guard.overshooting(&rec.text) {
-            if let Some(l) = row.get_mut(id as usize) {
-                *l = f32::NEG_INFINITY;
-            }
-        }
-        let u = sample::uniform(self.stream, position);
-        let Some(Draw { token, logprob }) = sample::draw(&row, &spec.sampling, u) else {
-            return Err(format!(
-                "no token can be sampled at step position {position}"
-            ));
-        };
-        if spec.eos.contains(&token) {
-            rec.finish = Some(FinishReason::EndOfSequence);
-            return Ok(Some(token));
-        }
-        rec.ids.push(token);
-        rec.logprobs.push(logprob);
-        rec.text = spec
-            .tokenizer
-            .decode(&rec.ids, false)
-            .map_err(|e| e.to_string())?;
-        if rec.text.contains(&spec.guard.delimiter) {
-            rec.finish = Some(FinishReason::Delimiter);
-        } else if rec.ids.len() >= spec.max_tokens {
-            rec.finish = Some(FinishReason::Length);
-        }
-        Ok(Some(token))
+        let row: Vec<f32> = logits.to_vec1().map_err(|e| e.to_string())?;
+        sample_step(spec, self.stream, position, &mut rec, row).map(Some)
     }
+}
+
+/// Draws the token at step position `position` of child stream `stream` from a full row of
+/// logits and records it in `rec`: the sampling rule every engine shares. Tokens that would
+/// run past the delimiter are masked first; end-of-sequence sets the finish reason and is not
+/// recorded; a step whose text now holds the delimiter finishes with
+/// [`FinishReason::Delimiter`], one at `spec.max_tokens` with [`FinishReason::Length`].
+pub(crate) fn sample_step(
+    spec: &StepSpec,
+    stream: u64,
+    position: usize,
+    rec: &mut StepRecord,
+    mut row: Vec<f32>,
+) -> Result<u32, String> {
+    for id in spec.guard.overshooting(&rec.text) {
+        if let Some(l) = row.get_mut(id as usize) {
+            *l = f32::NEG_INFINITY;
+        }
+    }
+    let u = sample::uniform(stream, position);
+    let Some(Draw { token, logprob }) = sample::draw(&row, &spec.sampling, u) else {
+        return Err(format!(
+            "no token can be sampled at step position {position}"
+        ));
+    };
+    if spec.eos.contains(&token) {
+        rec.finish = Some(FinishReason::EndOfSequence);
+        return Ok(token);
+    }
+    rec.ids.push(token);
+    rec.logprobs.push(logprob);
+    rec.text = spec
+        .tokenizer
+        .decode(&rec.ids, false)
+        .map_err(|e| e.to_string())?;
+    if rec.text.contains(&spec.guard.delimiter) {
+        rec.finish = Some(FinishReason::Delimiter);
+    } else if rec.ids.len() >= spec.max_tokens {
+        rec.finish = Some(FinishReason::Length);
+    }
+    Ok(token)
 }
 
 impl CustomLogitsProcessor for StepController {
@@ -222,6 +237,36 @@ impl CustomLogitsProcessor for ScoreProbe {
             *seen = Some((at(self.good), at(self.bad)));
         }
         forced(logits, self.good)
+    }
+}
+
+/// Keeps the full-vocabulary logits of the first generated position of a one-token request
+/// (the engine's next-token logits after the context).
+#[derive(Default)]
+pub(crate) struct LogitsRecorder {
+    seen: Mutex<Option<Vec<f32>>>,
+}
+
+impl LogitsRecorder {
+    /// The recorded row, if the position was reached.
+    pub(crate) fn logits(&self) -> Option<Vec<f32>> {
+        lock(&self.seen).clone()
+    }
+}
+
+impl CustomLogitsProcessor for LogitsRecorder {
+    fn apply(&self, logits: &Tensor, _context: &[u32]) -> candle_core::Result<Tensor> {
+        let mut seen = lock(&self.seen);
+        if seen.is_none() {
+            *seen = Some(logits.to_vec1()?);
+        }
+        let first = seen.as_ref().map_or(0, |row| {
+            row.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i as u32)
+        });
+        forced(logits, first)
     }
 }
 

@@ -18,7 +18,7 @@ use mistralrs::{
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc::{Receiver, Sender};
 
-use super::controller::DelimiterGuard;
+use super::controller::{DelimiterGuard, LogitsRecorder};
 use crate::error::Error;
 
 /// Where a causal LM's files are.
@@ -300,6 +300,16 @@ impl LlmEngine {
         let _one_at_a_time = self.in_flight.lock().await;
         let rx = self.submit(context, max_len, processor).await?;
         finished(rx).await
+    }
+
+    /// The engine's next-token logits after `context` (full vocabulary, before any sampling
+    /// rule), read by the same one-token prefill path the PRM uses.
+    pub fn next_token_logits(&self, context: &[u32]) -> Result<Vec<f32>, Error> {
+        let recorder = Arc::new(LogitsRecorder::default());
+        self.block_on(self.run(context.to_vec(), 1, recorder.clone()))?;
+        recorder
+            .logits()
+            .ok_or_else(|| Error::engine("the engine produced no logits"))
     }
 
     /// Queues a completion of exactly `context` for at most `max_len` tokens, steered by

@@ -10,13 +10,13 @@
 //! - `policy`: [`MistralPolicy`]. `prm` + `profile`: [`MistralReward`] and [`PrmProfile`].
 //! - `embedder`: [`BertEmbedder`] (candle-transformers BERT, the candle mistral.rs uses).
 
-mod controller;
+pub(crate) mod controller;
 mod embedder;
 mod load;
 mod policy;
 mod prm;
-mod profile;
-mod sample;
+pub(crate) mod profile;
+pub(crate) mod sample;
 
 pub use embedder::{BertEmbedder, MAX_TOKENS as EMBEDDER_MAX_TOKENS};
 pub use load::{LlmEngine, LoadOptions, ModelFiles};
