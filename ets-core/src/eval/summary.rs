@@ -340,6 +340,8 @@ fn cell(records: &[&EvalRecord]) -> CellSummary {
     }
 }
 
+const MIB: f64 = 1024.0 * 1024.0;
+
 fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×"))
 }
@@ -354,14 +356,14 @@ pub fn markdown_table(summary: &EvalSummary) -> String {
     );
     md.push_str(
         "| method | width | runs | accuracy | KV metric (tok) | mean live tok | peak live tok \
-         | mean live KiB | peak live KiB | generated tok | policy calls | PRM calls \
+         | mean live MiB | peak live MiB | generated tok | policy calls | PRM calls \
          | selection s | wall s | problems/min |\n",
     );
     md.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for c in &summary.cells {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.3} ({}/{}) | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} \
+            "| {} | {} | {} | {:.3} ({}/{}) | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.1} | {:.1} \
              | {:.1} | {:.3} | {:.2} | {:.2} |",
             c.method,
             c.width,
@@ -372,8 +374,8 @@ pub fn markdown_table(summary: &EvalSummary) -> String {
             c.kv_metric_tokens,
             c.mean_live_tokens,
             c.peak_live_tokens,
-            c.mean_live_bytes / 1024.0,
-            c.peak_live_bytes as f64 / 1024.0,
+            c.mean_live_bytes / MIB,
+            c.peak_live_bytes as f64 / MIB,
             c.generated_tokens,
             c.policy_calls,
             c.prm_calls,
