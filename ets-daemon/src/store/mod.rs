@@ -250,6 +250,19 @@ impl Store {
         Ok(self.dir(alias))
     }
 
+    /// Pulls every built-in alias in `aliases` that is missing, quietly (a no-op for the ones
+    /// already in the store). The model tests call it, so `cargo test` needs no set-up step.
+    pub fn ensure_pulled(&self, aliases: &[&str]) -> Result<(), Error> {
+        let options = PullOptions {
+            quiet: true,
+            ..PullOptions::default()
+        };
+        for alias in aliases {
+            self.pull_builtin(alias, &options)?;
+        }
+        Ok(())
+    }
+
     /// Pulls a built-in alias (see [`Store::pull`]).
     pub fn pull_builtin(&self, alias: &str, options: &PullOptions) -> Result<PullOutcome, Error> {
         self.pull(&builtin_alias(alias)?.spec(), options)

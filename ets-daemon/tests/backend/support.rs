@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use ets_core::{ExpandRequest, Policy, SamplingConfig};
 use ets_daemon::backend::{LlmEngine, LoadOptions, MistralPolicy, PolicyOptions};
-use ets_daemon::store::{PullOptions, Store, MINILM_L6, SMOLLM2_135M};
+use ets_daemon::store::{Store, MINILM_L6, SMOLLM2_135M};
 
 /// The store the tests read models from; the test models are pulled into it on first use (a
 /// no-op when they are there), so `cargo test` needs no set-up step.
@@ -12,15 +12,9 @@ pub fn store() -> Store {
     static PULLED: OnceLock<()> = OnceLock::new();
     let store = Store::open_default().unwrap_or_else(|e| panic!("{e}"));
     PULLED.get_or_init(|| {
-        let options = PullOptions {
-            quiet: true,
-            ..PullOptions::default()
-        };
-        for alias in [SMOLLM2_135M, MINILM_L6] {
-            store
-                .pull_builtin(alias, &options)
-                .unwrap_or_else(|e| panic!("pulling {alias}: {e}"));
-        }
+        store
+            .ensure_pulled(&[SMOLLM2_135M, MINILM_L6])
+            .unwrap_or_else(|e| panic!("pulling the test models: {e}"))
     });
     store
 }

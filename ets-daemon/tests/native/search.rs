@@ -7,7 +7,7 @@ use ets_core::search::{run_search, Backends, SearchEvent};
 use ets_core::{Method, SamplingConfig, SearchConfig};
 use ets_daemon::backend::{BertEmbedder, PrmProfile};
 use ets_daemon::native::{NativePolicy, NativePolicyOptions, NativeReward};
-use ets_daemon::store::{Store, MINILM_L6};
+use ets_daemon::store::MINILM_L6;
 use ets_kvtree::KvTree;
 use ets_solver::cluster::AverageLinkage;
 use ets_solver::retention::BranchAndBound;
@@ -26,7 +26,7 @@ fn ets_search_on_a_gsm8k_problem_finishes_on_the_native_engine() {
         1 << 30,
     )
     .unwrap();
-    let minilm = Store::open_default().unwrap().model_dir(MINILM_L6).unwrap();
+    let minilm = crate::support::store().model_dir(MINILM_L6).unwrap();
     let mut embedder = BertEmbedder::load(&minilm).unwrap();
     let solver = BranchAndBound::default();
     let clusterer = AverageLinkage::new();

@@ -63,17 +63,11 @@ pub fn temp_dir(name: &str) -> PathBuf {
 pub fn models_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        use ets_daemon::store::{PullOptions, Store, MINILM_L6, SMOLLM2_135M};
+        use ets_daemon::store::{Store, MINILM_L6, SMOLLM2_135M};
         let store = Store::open_default().expect("a model store");
-        let options = PullOptions {
-            quiet: true,
-            ..PullOptions::default()
-        };
-        for alias in [SMOLLM2_135M, MINILM_L6] {
-            store
-                .pull_builtin(alias, &options)
-                .unwrap_or_else(|e| panic!("pulling {alias}: {e}"));
-        }
+        store
+            .ensure_pulled(&[SMOLLM2_135M, MINILM_L6])
+            .unwrap_or_else(|e| panic!("pulling the test models: {e}"));
         store.root().to_path_buf()
     })
     .clone()
