@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ets_core::protocol::{
-    JobEvent, JobId, JobInfo, ModelRole, SolveRequest, StatusReport, StoreModel,
+    EngineChoice, JobEvent, JobId, JobInfo, ModelRole, SolveRequest, StatusReport, StoreModel,
 };
 use tokio::runtime::Runtime;
 
@@ -118,9 +118,10 @@ impl Client {
         model: impl Into<String>,
         role: ModelRole,
         keep_alive_secs: Option<i64>,
+        engine: Option<EngineChoice>,
     ) -> Result<(), ClientError> {
         self.runtime
-            .block_on(self.inner.load_model(model, role, keep_alive_secs))
+            .block_on(self.inner.load_model(model, role, keep_alive_secs, engine))
     }
 
     /// See [`crate::Client::unload_model`].

@@ -4,7 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ets_core::protocol::{
-    JobId, JobInfo, ModelRole, Request, Response, SolveRequest, StatusReport, StoreModel,
+    EngineChoice, JobId, JobInfo, ModelRole, Request, Response, SolveRequest, StatusReport,
+    StoreModel,
 };
 use serde::{Deserialize, Serialize};
 
@@ -132,17 +133,20 @@ impl Client {
     }
 
     /// Loads a model for a role and keeps it warm for `keep_alive_secs` of idleness (negative:
-    /// forever; `None`: the daemon's default).
+    /// forever; `None`: the daemon's default), a policy or PRM on `engine` (`None`: the
+    /// daemon's choice).
     pub async fn load_model(
         &self,
         model: impl Into<String>,
         role: ModelRole,
         keep_alive_secs: Option<i64>,
+        engine: Option<EngineChoice>,
     ) -> Result<(), ClientError> {
         let request = Request::LoadModel {
             model: model.into(),
             role,
             keep_alive_secs,
+            engine,
         };
         expect_done("LoadModel", self.call(request).await?)
     }

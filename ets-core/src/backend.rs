@@ -61,6 +61,15 @@ pub trait Policy: Send {
         &mut self,
         requests: &[ExpandRequest<'_>],
     ) -> Result<Vec<Vec<Continuation>>, BackendError>;
+
+    /// Says which contexts the search may still expand: after each depth's selection, the
+    /// driver passes the full token context of every node it will expand next. A backend that
+    /// caches per-context state (K/V) may free everything else; the default keeps nothing
+    /// extra and does nothing.
+    fn retain(&mut self, live: &[&[u32]]) -> Result<(), BackendError> {
+        let _ = live;
+        Ok(())
+    }
 }
 
 /// A trajectory to score: the problem and every step text from the root to the newest step.
@@ -77,6 +86,14 @@ pub trait Reward: Send {
     /// One score in [0, 1] per request for its newest step, or `None` where the model has no
     /// score (the driver drops such a child without spending budget).
     fn score(&mut self, requests: &[ScoreRequest<'_>]) -> Result<Vec<Option<f64>>, BackendError>;
+
+    /// Says which trajectories the next scores will extend: after each depth's selection, the
+    /// driver passes every node it will expand next (its children are scored next). A backend
+    /// that caches per-trajectory state may free everything else; the default does nothing.
+    fn retain(&mut self, live: &[ScoreRequest<'_>]) -> Result<(), BackendError> {
+        let _ = live;
+        Ok(())
+    }
 }
 
 /// Turns step texts into vectors for semantic clustering.

@@ -371,3 +371,33 @@ fn token_caps_truncate_and_truncated_nodes_are_never_answers() {
         "steps are cut at the remaining budget"
     );
 }
+
+#[test]
+fn backends_hear_which_nodes_the_next_depth_expands() {
+    let mut c = config(Method::Rebase, 8, 3);
+    c.lambda_s = Some(0.0);
+    let mut kv = KvTree::new(1);
+    let mut policy = ToyPolicy::default();
+    let mut reward = ToyReward::default();
+    let outcome = run_without_embedder(&c, &mut policy, &mut reward, &mut kv).unwrap();
+    assert!(outcome.stats.depths >= 2, "the toy search goes deeper");
+    // After every depth but the last, the policy hears exactly the contexts expanded next.
+    assert_eq!(policy.retained.len(), policy.expanded.len() - 1);
+    for (retained, next) in policy.retained.iter().zip(&policy.expanded[1..]) {
+        assert_eq!(retained, next);
+    }
+    // The reward hears the same nodes as step lists: each context is the prompt plus its steps.
+    assert_eq!(reward.retained.len(), policy.retained.len());
+    let prompt: String = "Q: q\n\n".into();
+    for (steps, contexts) in reward.retained.iter().zip(&policy.retained) {
+        let rendered: Vec<String> = steps
+            .iter()
+            .map(|s| format!("{prompt}{}", s.concat()))
+            .collect();
+        let decoded: Vec<String> = contexts
+            .iter()
+            .map(|c| c.iter().map(|&t| t as u8 as char).collect())
+            .collect();
+        assert_eq!(rendered, decoded);
+    }
+}

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
+use ets_client::EngineChoice;
 use ets_client::{Client, JobId, JobInfo, JobState, ModelRole, StatusReport, StoreModel};
 use ets_core::protocol::ModelInfo;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -33,6 +34,9 @@ pub enum ModelsCommand {
         /// Idle keep-alive in seconds; -1 keeps it forever [default: the daemon's].
         #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
         keep_alive: Option<i64>,
+        /// Engine for a policy or PRM: auto, native or mistralrs [default: the daemon's].
+        #[arg(long, value_name = "ENGINE")]
+        engine: Option<EngineChoice>,
     },
     /// Unload a model.
     Unload {
@@ -172,9 +176,12 @@ pub async fn models(g: &Globals, command: ModelsCommand) -> anyhow::Result<u8> {
             model,
             role,
             keep_alive,
+            engine,
         } => {
             let spinner = spinner(g, format!("loading {model}"));
-            let loaded = client.load_model(&model, role.into(), keep_alive).await;
+            let loaded = client
+                .load_model(&model, role.into(), keep_alive, engine)
+                .await;
             spinner.finish_and_clear();
             loaded?;
             done(format!("loaded {model} as {role:?}").to_lowercase())
@@ -284,6 +291,7 @@ fn loaded_table(models: &[ModelInfo]) -> String {
             vec![
                 m.model.clone(),
                 format!("{:?}", m.state).to_lowercase(),
+                m.engine.clone(),
                 roles.join(","),
                 if m.pinned { "yes" } else { "no" }.into(),
                 m.in_use.to_string(),
@@ -300,6 +308,7 @@ fn loaded_table(models: &[ModelInfo]) -> String {
     let headers = [
         "MODEL",
         "STATE",
+        "ENGINE",
         "ROLES",
         "PINNED",
         "IN USE",

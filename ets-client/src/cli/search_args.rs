@@ -3,7 +3,7 @@
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
-use ets_client::SolveRequest;
+use ets_client::{EngineChoice, SolveRequest};
 use ets_core::{Method, SearchConfig};
 
 use super::UsageError;
@@ -64,6 +64,11 @@ pub struct SearchArgs {
     /// Step embedder for ETS clustering: store alias or path [default: the daemon's].
     #[arg(long, value_name = "MODEL")]
     pub embedder: Option<String>,
+
+    /// Engine for the policy and the PRM: auto (native for llama-family GGUF on the CPU),
+    /// native or mistralrs [default: the daemon's].
+    #[arg(long, value_name = "ENGINE")]
+    pub engine: Option<EngineChoice>,
 }
 
 fn method_parser() -> impl TypedValueParser<Value = Method> {
@@ -115,6 +120,7 @@ impl SearchArgs {
         models.prm = self.prm.clone();
         models.prm_profile = self.prm_profile.clone();
         models.embedder = self.embedder.clone();
+        models.engine = self.engine;
         Ok(request)
     }
 }

@@ -33,6 +33,8 @@ pub struct ModelChoice {
     pub prm_profile: Option<String>,
     /// Embedder for ETS clustering: a store alias or a path.
     pub embedder: Option<String>,
+    /// Engine that runs the policy and the PRM; `None` takes the daemon's choice for each.
+    pub engine: Option<EngineChoice>,
 }
 
 impl ModelChoice {
@@ -84,6 +86,59 @@ pub enum ModelRole {
     Embedder,
 }
 
+/// Which implementation runs a causal LM (policy or PRM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum EngineChoice {
+    /// The native tree-attention engine for llama-family GGUF files on the CPU, mistral.rs for
+    /// everything else (other formats and architectures, and `cuda` builds).
+    #[default]
+    Auto,
+    /// The native tree-attention engine: K/V in the search tree, incremental PRM scoring.
+    /// Llama, mistral and qwen2 GGUF files only.
+    Native,
+    /// mistral.rs.
+    MistralRs,
+}
+
+impl EngineChoice {
+    /// Every choice, in the order help texts list them.
+    pub const ALL: [EngineChoice; 3] = [
+        EngineChoice::Auto,
+        EngineChoice::Native,
+        EngineChoice::MistralRs,
+    ];
+
+    /// The name flags and configs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineChoice::Auto => "auto",
+            EngineChoice::Native => "native",
+            EngineChoice::MistralRs => "mistralrs",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(EngineChoice::Auto),
+            "native" => Ok(EngineChoice::Native),
+            "mistralrs" | "mistral.rs" | "mistral-rs" => Ok(EngineChoice::MistralRs),
+            _ => Err(format!(
+                "unknown engine `{s}` (expected auto, native or mistralrs)"
+            )),
+        }
+    }
+}
+
 /// A request from a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
@@ -115,6 +170,8 @@ pub enum Request {
         role: ModelRole,
         /// Idle keep-alive in seconds; negative keeps it forever; `None` takes the default.
         keep_alive_secs: Option<i64>,
+        /// Engine for a policy or PRM; `None` takes the daemon's choice.
+        engine: Option<EngineChoice>,
     },
     /// Unloads a model.
     UnloadModel {
@@ -195,6 +252,8 @@ pub struct ModelInfo {
     pub path: String,
     /// Loading or ready.
     pub state: ModelState,
+    /// What runs it: `native`, `mistralrs` or `embedder`.
+    pub engine: String,
     /// Jobs using it now.
     pub in_use: usize,
     /// Roles it is loaded for.

@@ -205,6 +205,7 @@ impl<'a, 't> Driver<'a, 't> {
                 break;
             }
             plan = next;
+            self.announce_live(depth, &plan)?;
         }
         let end = end.unwrap_or(EndReason::DepthCap);
         self.finish_stats(started);
@@ -217,6 +218,35 @@ impl<'a, 't> Driver<'a, 't> {
             stats: self.stats.clone(),
             end,
         })
+    }
+
+    /// Tells the backends which nodes the next depth expands, so they can free cached state
+    /// of everything else.
+    fn announce_live(&mut self, depth: usize, plan: &Plan) -> Result<(), SearchError> {
+        let contexts = plan
+            .iter()
+            .map(|&(i, _)| self.lease.tree().path_tokens(self.nodes[i].kv))
+            .collect::<Result<Vec<_>, _>>()?;
+        let context_refs: Vec<&[u32]> = contexts.iter().map(Vec::as_slice).collect();
+        self.backends
+            .policy
+            .retain(&context_refs)
+            .map_err(Self::backend_error(BackendKind::Policy, depth))?;
+        let texts: Vec<Vec<&str>> = plan
+            .iter()
+            .map(|&(i, _)| step_texts(&self.nodes, i))
+            .collect();
+        let live: Vec<ScoreRequest<'_>> = texts
+            .iter()
+            .map(|steps| ScoreRequest {
+                problem: self.problem,
+                steps,
+            })
+            .collect();
+        self.backends
+            .reward
+            .retain(&live)
+            .map_err(Self::backend_error(BackendKind::Reward, depth))
     }
 
     /// Samples children for every planned node; returns the new nodes' indices.

@@ -34,6 +34,10 @@ pub struct ToyPolicy {
     pub calls: usize,
     /// Fail on this expand call (1-based), to test error paths.
     pub fail_on_call: Option<usize>,
+    /// Contexts of every expand call, in order.
+    pub expanded: Vec<Vec<Vec<u32>>>,
+    /// Contexts of every `retain` call, in order.
+    pub retained: Vec<Vec<Vec<u32>>>,
 }
 
 impl Policy for ToyPolicy {
@@ -49,6 +53,8 @@ impl Policy for ToyPolicy {
         if self.fail_on_call == Some(self.calls) {
             return Err("toy policy out of memory".into());
         }
+        self.expanded
+            .push(requests.iter().map(|r| r.context.to_vec()).collect());
         Ok(requests
             .iter()
             .map(|r| {
@@ -84,6 +90,12 @@ impl Policy for ToyPolicy {
             })
             .collect())
     }
+
+    fn retain(&mut self, live: &[&[u32]]) -> Result<(), BackendError> {
+        self.retained
+            .push(live.iter().map(|c| c.to_vec()).collect());
+        Ok(())
+    }
 }
 
 /// Scores from a hash of the trajectory; answer 2 scores high; steps containing `drop_marker`
@@ -92,6 +104,8 @@ impl Policy for ToyPolicy {
 pub struct ToyReward {
     pub calls: usize,
     pub drop_marker: Option<String>,
+    /// Step lists of every `retain` call, in order.
+    pub retained: Vec<Vec<Vec<String>>>,
 }
 
 impl Reward for ToyReward {
@@ -115,6 +129,15 @@ impl Reward for ToyReward {
                 Some((hash(joined.as_bytes()) % 1000) as f64 / 1000.0)
             })
             .collect())
+    }
+
+    fn retain(&mut self, live: &[ScoreRequest<'_>]) -> Result<(), BackendError> {
+        self.retained.push(
+            live.iter()
+                .map(|r| r.steps.iter().map(|s| s.to_string()).collect())
+                .collect(),
+        );
+        Ok(())
     }
 }
 

@@ -365,8 +365,10 @@ async fn finished(mut rx: Receiver<Response>) -> Result<(), Error> {
     }
 }
 
-/// Bytes of one K/V element: f32 on CPU, bf16/f16 on a GPU.
-const KV_ELEMENT_BYTES: u64 = if cfg!(feature = "cuda") { 2 } else { 4 };
+/// Bytes of one K/V element. mistral.rs 0.8.1 picks its "auto" dtype by trying a bf16 matmul
+/// on the device (`determine_auto_dtype_all`), which succeeds on the CPU too, so K/V is bf16
+/// (f16 on GPUs without bf16): two bytes everywhere.
+const KV_ELEMENT_BYTES: u64 = 2;
 
 /// K/V bytes per token from the model's shape: layers x 2 x kv heads x head dim x element.
 fn kv_bytes_per_token(files: &ModelFiles) -> Option<u64> {

@@ -28,7 +28,7 @@ mod text;
 
 pub use engine::{Logits, NativeEngine, SeqInput, SeqOutput};
 pub use kv::{KvSegment, PendingKv};
-pub use model::{ModelConfig, RopeStyle, WeightMode};
+pub use model::{gguf_architecture, ModelConfig, RopeStyle, WeightMode, NATIVE_ARCHITECTURES};
 pub use policy::{NativePolicy, NativePolicyOptions};
 pub use prm::{NativeReward, ScoreLayout};
 pub use text::{ChatRole, Encoded, GgufText};

@@ -119,18 +119,14 @@ pub(crate) fn load(
         path: path.to_path_buf(),
         source,
     };
-    let arch = content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .ok_or_else(|| bad("no general.architecture".into()))?;
+    let arch = architecture(content).ok_or_else(|| bad("no general.architecture".into()))?;
     let rope_style = match arch.as_str() {
         "llama" | "mistral" => RopeStyle::Interleaved,
         "qwen2" => RopeStyle::Halves,
         other => {
             return Err(bad(format!(
-                "architecture {other:?} is not llama-family (llama, mistral, qwen2)"
+                "architecture {other:?} is not llama-family ({})",
+                NATIVE_ARCHITECTURES.join(", ")
             )))
         }
     };
@@ -293,4 +289,29 @@ pub(crate) fn apply_rope(
             }
         }
     }
+}
+
+/// `general.architecture` values the native engine runs.
+pub const NATIVE_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2"];
+
+fn architecture(content: &Content) -> Option<String> {
+    content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+}
+
+/// The `general.architecture` of the GGUF file at `path`, reading only its header.
+pub fn gguf_architecture(path: &Path) -> Result<String, Error> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let content = Content::read(&mut file).map_err(|e| Error::Candle {
+        what: "reading GGUF header of",
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    architecture(&content).ok_or_else(|| Error::Load {
+        path: path.to_path_buf(),
+        source: "no general.architecture".into(),
+    })
 }

@@ -9,9 +9,11 @@
 //! (`sample_step`: same per-child stream, same delimiter mask and stop rules), so the same
 //! request with the same seed gives the same children, whatever else is in the batch.
 //!
-//! The search driver does not tell a backend when it prunes a node, so nodes are held only
-//! while a call uses them and otherwise stay cached: least recently used ones are evicted when
-//! the resident K/V exceeds [`NativePolicyOptions::max_cached_bytes`].
+//! After each depth the driver says which contexts it expands next ([`Policy::retain`]): the
+//! policy holds a reference on each one's cached chain and frees every other node, so its
+//! resident K/V is the search's live K/V. Between those calls, unheld nodes (new children)
+//! stay cached, and the least recently used are evicted when the resident K/V exceeds
+//! [`NativePolicyOptions::max_cached_bytes`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub struct NativePolicy {
     options: NativePolicyOptions,
     tree: KvTree<KvSegment>,
     guards: HashMap<String, Arc<DelimiterGuard>>,
+    /// Leaves of the contexts the search said it still expands, one reference each.
+    held: Vec<NodeId>,
 }
 
 impl std::fmt::Debug for NativePolicy {
@@ -194,6 +198,7 @@ impl NativePolicy {
             options,
             tree,
             guards: HashMap::new(),
+            held: Vec::new(),
         }
     }
 
@@ -237,6 +242,23 @@ impl NativePolicy {
             tokenizer: text.tokenizer().clone(),
             guard,
         })
+    }
+
+    /// [`Policy::retain`] with this crate's error type: holds the cached chain of every
+    /// context in `live` and frees every other node.
+    pub fn retain_contexts(&mut self, live: &[&[u32]]) -> Result<(), Error> {
+        let mut held = Vec::with_capacity(live.len());
+        for context in live {
+            if let Some(&leaf) = cached_prefix(&self.tree, context).0.last() {
+                self.tree.retain(leaf).map_err(Error::engine)?;
+                held.push(leaf);
+            }
+        }
+        for old in std::mem::replace(&mut self.held, held) {
+            self.tree.release(old).map_err(Error::engine)?;
+        }
+        self.tree.evict_to_bytes(0);
+        Ok(())
     }
 
     /// [`Policy::expand`] with this crate's error type.
@@ -376,5 +398,9 @@ impl Policy for NativePolicy {
         requests: &[ExpandRequest<'_>],
     ) -> Result<Vec<Vec<Continuation>>, BackendError> {
         Ok(self.expand_steps(requests)?)
+    }
+
+    fn retain(&mut self, live: &[&[u32]]) -> Result<(), BackendError> {
+        Ok(self.retain_contexts(live)?)
     }
 }

@@ -16,6 +16,10 @@
 //! batch: siblings share their parent's spans), then runs every suffix in one pass and reads
 //! P(good) / (P(good) + P(bad)) after its last token. A new step therefore costs its own
 //! tokens plus the suffix.
+//!
+//! After each depth the driver names the trajectories whose children it scores next
+//! ([`Reward::retain`]): the reward holds the cached chain those children will extend (the
+//! kept spans of the trajectory with one more placeholder step) and frees every other node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,6 +72,8 @@ pub struct NativeReward {
     profile: ResolvedProfile,
     tree: KvTree<KvSegment>,
     max_cached_bytes: u64,
+    /// Last nodes of the chains the next scores extend, one reference each.
+    held: Vec<NodeId>,
 }
 
 impl std::fmt::Debug for NativeReward {
@@ -104,6 +110,7 @@ impl NativeReward {
             profile,
             tree,
             max_cached_bytes,
+            held: Vec::new(),
         })
     }
 
@@ -277,6 +284,26 @@ impl NativeReward {
         Ok(chains)
     }
 
+    /// [`Reward::retain`] with this crate's error type: holds the cached chain that the
+    /// children of every trajectory in `live` extend, and frees every other node.
+    pub fn retain_trajectories(&mut self, live: &[ScoreRequest<'_>]) -> Result<(), Error> {
+        let mut held = Vec::with_capacity(live.len());
+        for r in live {
+            let mut steps = r.steps.to_vec();
+            steps.push(MARK);
+            let layout = self.layout(r.problem, &steps)?;
+            if let Some(&leaf) = self.cached(&layout).last() {
+                self.tree.retain(leaf).map_err(Error::engine)?;
+                held.push(leaf);
+            }
+        }
+        for old in std::mem::replace(&mut self.held, held) {
+            self.tree.release(old).map_err(Error::engine)?;
+        }
+        self.tree.evict_to_bytes(0);
+        Ok(())
+    }
+
     /// [`Reward::score`] with this crate's error type.
     pub fn score_steps(
         &mut self,
@@ -327,5 +354,9 @@ impl NativeReward {
 impl Reward for NativeReward {
     fn score(&mut self, requests: &[ScoreRequest<'_>]) -> Result<Vec<Option<f64>>, BackendError> {
         Ok(self.score_steps(requests)?)
+    }
+
+    fn retain(&mut self, live: &[ScoreRequest<'_>]) -> Result<(), BackendError> {
+        Ok(self.retain_trajectories(live)?)
     }
 }

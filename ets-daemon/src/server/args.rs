@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use ets_core::protocol::EngineChoice;
 
 /// How `etsd` runs.
 #[derive(Debug, Clone, Args)]
@@ -68,6 +69,17 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "minilm-l6", value_name = "MODEL")]
     pub embedder: String,
 
+    /// Engine for policies and PRMs: `auto` (native for llama-family GGUF files on the CPU,
+    /// mistral.rs for other models and in `cuda` builds), `native` or `mistralrs`. A request
+    /// may ask for another.
+    #[arg(long, default_value_t = EngineChoice::Auto, value_name = "ENGINE")]
+    pub engine: EngineChoice,
+
+    /// Engine for one model, over --engine: `MODEL=ENGINE`, MODEL as jobs name it (alias or
+    /// path). Repeatable.
+    #[arg(long = "engine-for", value_name = "MODEL=ENGINE", value_parser = parse_engine_for)]
+    pub engine_for: Vec<(String, EngineChoice)>,
+
     /// Pull a missing built-in model when a job needs it (otherwise the job fails and says how
     /// to pull it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -90,6 +102,8 @@ impl Default for DaemonArgs {
             prm: "smollm2-135m".into(),
             prm_profile: "judge".into(),
             embedder: "minilm-l6".into(),
+            engine: EngineChoice::Auto,
+            engine_for: Vec::new(),
             auto_pull: true,
         }
     }
@@ -100,6 +114,27 @@ impl DaemonArgs {
     pub fn keep_alive(&self) -> Option<Duration> {
         keep_alive_duration(self.keep_alive)
     }
+
+    /// The engine for `model` when a request does not say: its `--engine-for`, else
+    /// `--engine`.
+    pub fn engine_for_model(&self, model: &str) -> EngineChoice {
+        self.engine_for
+            .iter()
+            .rev()
+            .find(|(name, _)| name == model)
+            .map_or(self.engine, |&(_, engine)| engine)
+    }
+}
+
+/// Parses `MODEL=ENGINE`.
+fn parse_engine_for(text: &str) -> Result<(String, EngineChoice), String> {
+    let (model, engine) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("`{text}` is not MODEL=ENGINE (e.g. smollm2-135m=native)"))?;
+    if model.is_empty() {
+        return Err(format!("`{text}` names no model before `=`"));
+    }
+    Ok((model.to_owned(), engine.parse()?))
 }
 
 /// A keep-alive in seconds as a duration; negative means forever (`None`).
@@ -146,6 +181,26 @@ mod tests {
         assert_eq!(parse_bytes("1.5k"), Ok(1500));
         assert!(parse_bytes("12 parsecs").unwrap_err().contains("parsecs"));
         assert!(parse_bytes("lots").unwrap_err().contains("lots"));
+    }
+
+    #[test]
+    fn engine_for_a_model_overrides_the_default() {
+        let args = DaemonArgs {
+            engine_for: vec![parse_engine_for("smollm2-135m=mistralrs").unwrap()],
+            ..DaemonArgs::default()
+        };
+        assert_eq!(
+            args.engine_for_model("smollm2-135m"),
+            EngineChoice::MistralRs
+        );
+        assert_eq!(args.engine_for_model("other"), EngineChoice::Auto);
+        assert!(parse_engine_for("smollm2-135m")
+            .unwrap_err()
+            .contains("MODEL=ENGINE"));
+        assert!(parse_engine_for("x=turbo").unwrap_err().contains("turbo"));
+        assert!(parse_engine_for("=native")
+            .unwrap_err()
+            .contains("no model"));
     }
 
     #[test]

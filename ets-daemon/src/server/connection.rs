@@ -288,10 +288,12 @@ fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
             model,
             role,
             keep_alive_secs,
+            engine,
         } => {
             let daemon = daemon.clone();
             return later(async move {
-                match daemon.registry.acquire(&model, role).await {
+                let engine = engine.unwrap_or_else(|| daemon.args.engine_for_model(&model));
+                match daemon.registry.acquire(&model, role, engine).await {
                     Ok(lease) => {
                         if let Some(secs) = keep_alive_secs {
                             daemon

@@ -15,6 +15,7 @@
 //! thread and is released (every reference) before the job's final message is sent.
 
 mod args;
+mod backends;
 mod connection;
 mod jobs;
 mod registry;

@@ -3,6 +3,8 @@
 //!
 //! A model is named by a store alias or a path; both resolve to files, and the files (plus the
 //! kind of engine) are the registry key, so `smollm2-135m` as policy and as PRM is one engine.
+//! A causal LM runs on the native engine or on mistral.rs ([`EngineChoice`]); `Auto` picks
+//! native for llama-family GGUF files on the CPU, mistral.rs for anything else.
 //! Loading runs on a plain thread (engines block on their own runtime) and at most once per key
 //! at a time; a failed load is not remembered, so the next job tries again.
 
@@ -11,33 +13,46 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ets_core::protocol::{ModelInfo, ModelRole, ModelState};
+use ets_core::protocol::{EngineChoice, ModelInfo, ModelRole, ModelState};
 use tokio::sync::OnceCell;
 
 use crate::backend::{BertEmbedder, LlmEngine, LoadOptions, ModelFiles};
+use crate::native::{NativeEngine, WeightMode, NATIVE_ARCHITECTURES};
 use crate::store::{builtin_alias, PullOptions, Store, BUILTIN_ALIASES};
 
 /// A loaded model.
 #[derive(Clone, Debug)]
 pub enum Loaded {
-    /// A causal LM (policy or PRM).
+    /// A causal LM (policy or PRM) on mistral.rs.
     Llm(Arc<LlmEngine>),
+    /// A causal LM (policy or PRM) on the native tree-attention engine.
+    Native(Arc<NativeEngine>),
     /// A sentence embedder.
     Embedder(Arc<BertEmbedder>),
 }
 
-/// What kind of engine a role needs.
+/// Which engine runs a causal LM, once `Auto` is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LlmEngineKind {
+    /// [`NativeEngine`].
+    Native,
+    /// [`LlmEngine`] (mistral.rs).
+    MistralRs,
+}
+
+/// What kind of engine a registry entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
-    Llm,
+    Llm(LlmEngineKind),
     Embedder,
 }
 
 impl Kind {
-    fn of(role: ModelRole) -> Self {
-        match role {
-            ModelRole::Policy | ModelRole::Prm => Kind::Llm,
-            ModelRole::Embedder => Kind::Embedder,
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Llm(LlmEngineKind::Native) => "native",
+            Kind::Llm(LlmEngineKind::MistralRs) => "mistralrs",
+            Kind::Embedder => "embedder",
         }
     }
 }
@@ -66,6 +81,7 @@ struct Usage {
 struct Entry {
     name: String,
     resolved: Resolved,
+    kind: Kind,
     cell: OnceCell<(Loaded, u64)>,
     usage: Mutex<Usage>,
 }
@@ -78,19 +94,16 @@ pub struct ModelLease {
 }
 
 impl ModelLease {
-    /// The causal LM, for a policy or PRM lease.
-    pub fn llm(&self) -> Option<&Arc<LlmEngine>> {
-        match &self.loaded {
-            Loaded::Llm(e) => Some(e),
-            Loaded::Embedder(_) => None,
-        }
+    /// What it holds.
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
     }
 
     /// The embedder, for an embedder lease.
     pub fn embedder(&self) -> Option<&Arc<BertEmbedder>> {
         match &self.loaded {
             Loaded::Embedder(e) => Some(e),
-            Loaded::Llm(_) => None,
+            Loaded::Llm(_) | Loaded::Native(_) => None,
         }
     }
 }
@@ -172,10 +185,21 @@ impl Registry {
         ))
     }
 
-    /// Loads (or finds loaded) `name` for `role` and leases it.
-    pub async fn acquire(&self, name: &str, role: ModelRole) -> Result<ModelLease, RegistryError> {
-        let kind = Kind::of(role);
+    /// Loads (or finds loaded) `name` for `role` and leases it; a policy or PRM runs on the
+    /// engine `engine` picks.
+    pub async fn acquire(
+        &self,
+        name: &str,
+        role: ModelRole,
+        engine: EngineChoice,
+    ) -> Result<ModelLease, RegistryError> {
         let resolved = self.resolve(name)?;
+        let kind = match role {
+            ModelRole::Embedder => Kind::Embedder,
+            ModelRole::Policy | ModelRole::Prm => {
+                Kind::Llm(self.pick_engine(&resolved, engine).await?)
+            }
+        };
         let entry = {
             let mut entries = lock(&self.entries);
             let entry = entries
@@ -184,6 +208,7 @@ impl Registry {
                     Arc::new(Entry {
                         name: name.to_owned(),
                         resolved: resolved.clone(),
+                        kind,
                         cell: OnceCell::new(),
                         usage: Mutex::new(Usage {
                             roles: Vec::new(),
@@ -231,21 +256,68 @@ impl Registry {
         }
     }
 
-    async fn load(&self, resolved: &Resolved, kind: Kind) -> Result<(Loaded, u64), RegistryError> {
-        if let Some(alias) = &resolved.alias {
-            if self
-                .store
-                .manifest(alias)
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
-                if self.auto_pull && builtin_alias(alias).is_ok() {
-                    self.pull(alias).await?;
-                } else {
-                    return Err(self.store.require(alias).unwrap_err().to_string());
-                }
-            }
+    /// Pulls a missing built-in alias when auto-pull is on; errors (saying how to pull it)
+    /// when the alias is missing otherwise.
+    async fn ensure_present(&self, resolved: &Resolved) -> Result<(), RegistryError> {
+        let Some(alias) = &resolved.alias else {
+            return Ok(());
+        };
+        if self
+            .store
+            .manifest(alias)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Ok(());
         }
+        if self.auto_pull && builtin_alias(alias).is_ok() {
+            self.pull(alias).await?;
+            Ok(())
+        } else {
+            Err(self.store.require(alias).unwrap_err().to_string())
+        }
+    }
+
+    /// The files of a causal LM.
+    fn llm_files(store: &Store, resolved: &Resolved) -> Result<ModelFiles, String> {
+        match &resolved.alias {
+            Some(alias) => store.model_files(alias).map_err(|e| e.to_string()),
+            None => files_at(&resolved.path),
+        }
+    }
+
+    /// The engine a causal LM runs on: as asked, or for `Auto` native when the files are one
+    /// GGUF of a llama-family architecture and the build has no GPU, else mistral.rs.
+    async fn pick_engine(
+        &self,
+        resolved: &Resolved,
+        choice: EngineChoice,
+    ) -> Result<LlmEngineKind, RegistryError> {
+        match choice {
+            EngineChoice::Native => return Ok(LlmEngineKind::Native),
+            EngineChoice::MistralRs => return Ok(LlmEngineKind::MistralRs),
+            EngineChoice::Auto if cfg!(feature = "cuda") => return Ok(LlmEngineKind::MistralRs),
+            EngineChoice::Auto => {}
+        }
+        self.ensure_present(resolved).await?;
+        let files = Self::llm_files(&self.store, resolved)?;
+        let ModelFiles::Gguf { dir, file } = files else {
+            return Ok(LlmEngineKind::MistralRs);
+        };
+        let path = dir.join(file);
+        run_on_thread("ets-inspect", move || {
+            let arch = crate::native::gguf_architecture(&path).map_err(|e| e.to_string())?;
+            Ok(if NATIVE_ARCHITECTURES.contains(&arch.as_str()) {
+                LlmEngineKind::Native
+            } else {
+                LlmEngineKind::MistralRs
+            })
+        })
+        .await
+    }
+
+    async fn load(&self, resolved: &Resolved, kind: Kind) -> Result<(Loaded, u64), RegistryError> {
+        self.ensure_present(resolved).await?;
         let store = self.store.clone();
         let path = resolved.path.display().to_string();
         let resolved = resolved.clone();
@@ -253,14 +325,26 @@ impl Registry {
         let result = run_on_thread("ets-load", move || -> Result<(Loaded, u64), String> {
             let bytes = disk_bytes(&resolved.path);
             let loaded = match kind {
-                Kind::Llm => {
-                    let files = match &resolved.alias {
-                        Some(alias) => store.model_files(alias).map_err(|e| e.to_string())?,
-                        None => files_at(&resolved.path)?,
-                    };
+                Kind::Llm(LlmEngineKind::MistralRs) => {
+                    let files = Self::llm_files(&store, &resolved)?;
                     let engine = LlmEngine::load(&files, &LoadOptions::new(store.hf_home()))
                         .map_err(|e| e.to_string())?;
                     Loaded::Llm(Arc::new(engine))
+                }
+                Kind::Llm(LlmEngineKind::Native) => {
+                    let path = match Self::llm_files(&store, &resolved)? {
+                        ModelFiles::Gguf { dir, file } => dir.join(file),
+                        ModelFiles::Safetensors { dir } => {
+                            return Err(format!(
+                                "the native engine runs GGUF files only, and {} is a \
+                                 safetensors folder; use the mistralrs engine for it",
+                                dir.display()
+                            ))
+                        }
+                    };
+                    let engine = NativeEngine::load(&path, WeightMode::Quantized)
+                        .map_err(|e| format!("native engine: {e}"))?;
+                    Loaded::Native(Arc::new(engine))
                 }
                 Kind::Embedder => {
                     let dir = match &resolved.alias {
@@ -388,6 +472,7 @@ impl Registry {
                     } else {
                         ModelState::Loading
                     },
+                    engine: e.kind.name().to_owned(),
                     in_use: usage.in_use,
                     roles: usage.roles.clone(),
                     pinned: usage.pinned,

@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ets_core::protocol::{ErrorKind, JobEvent, ModelRole, Response, SolveRequest};
+use ets_core::protocol::{EngineChoice, ErrorKind, JobEvent, ModelRole, Response, SolveRequest};
 use ets_core::search::{run_search, Backends, SearchEvent, SearchOutcome};
 use ets_core::{
     BackendError, Continuation, Embedder, ExpandRequest, Method, Policy, Reward, ScoreRequest,
@@ -15,10 +15,11 @@ use ets_kvtree::KvTree;
 use ets_solver::cluster::AverageLinkage;
 use ets_solver::retention::BranchAndBound;
 
+use super::backends;
 use super::jobs::{Job, Outbox, Refusal, StopReason};
 use super::registry::{run_on_thread, ModelLease};
 use super::Daemon;
-use crate::backend::{BertEmbedder, MistralPolicy, MistralReward, PolicyOptions, PrmProfile};
+use crate::backend::{BertEmbedder, PrmProfile};
 
 /// How a job ended, before it becomes a message.
 enum Ending {
@@ -124,11 +125,14 @@ async fn drive(
     if let Some(reason) = job.stop.check() {
         return Ending::Stopped(reason);
     }
-    let (models, estimate) = match kv_estimate(models, &request).await {
+    let (models, reservation) = match kv_estimate(models, &request).await {
         Ok(x) => x,
         Err(e) => return Ending::Failed(ErrorKind::Model, e),
     };
-    let granted = match daemon.jobs.enqueue(job, estimate, stream.clone()) {
+    let granted = match daemon
+        .jobs
+        .enqueue(job, reservation.total(), stream.clone())
+    {
         Ok(g) => g,
         Err(Refusal::OverBudget { estimate, budget }) => {
             return Ending::Failed(
@@ -158,7 +162,14 @@ async fn drive(
     let thread_job = job.clone();
     let leaked = daemon.counters.clone();
     let result = run_on_thread("ets-search", move || {
-        Ok(search(&thread_job, &request, models, stream, &leaked))
+        Ok(search(
+            &thread_job,
+            &request,
+            models,
+            reservation,
+            stream,
+            &leaked,
+        ))
     })
     .await;
     match result {
@@ -184,16 +195,25 @@ async fn load_models(daemon: &Daemon, request: &SolveRequest) -> Result<JobModel
     let prm_name = choice.prm.as_deref().unwrap_or(&args.prm);
     let profile_name = choice.prm_profile.as_deref().unwrap_or(&args.prm_profile);
     let profile = PrmProfile::named_or_file(profile_name).map_err(|e| e.to_string())?;
+    let engine = |name: &str| choice.engine.unwrap_or_else(|| args.engine_for_model(name));
     let policy = daemon
         .registry
-        .acquire(policy_name, ModelRole::Policy)
+        .acquire(policy_name, ModelRole::Policy, engine(policy_name))
         .await?;
-    let prm = daemon.registry.acquire(prm_name, ModelRole::Prm).await?;
+    let prm = daemon
+        .registry
+        .acquire(prm_name, ModelRole::Prm, engine(prm_name))
+        .await?;
     let needs_embedder =
         request.config.method == Method::Ets && request.config.effective_lambda_s() > 0.0;
     let embedder = if needs_embedder {
         let name = choice.embedder.as_deref().unwrap_or(&args.embedder);
-        Some(daemon.registry.acquire(name, ModelRole::Embedder).await?)
+        Some(
+            daemon
+                .registry
+                .acquire(name, ModelRole::Embedder, EngineChoice::Auto)
+                .await?,
+        )
     } else {
         None
     };
@@ -205,28 +225,41 @@ async fn load_models(daemon: &Daemon, request: &SolveRequest) -> Result<JobModel
     })
 }
 
-/// The job's worst-case live KV in bytes: every one of `width` open paths at the token cap,
-/// plus the prompt.
+/// A job's worst-case K/V, in bytes: every one of `width` open paths at the token cap, plus
+/// the prompt, in the policy's cache and (on an engine that keeps it) in the PRM's.
+#[derive(Debug, Clone, Copy)]
+struct KvReservation {
+    policy: u64,
+    prm: u64,
+}
+
+impl KvReservation {
+    fn total(self) -> u64 {
+        self.policy.saturating_add(self.prm)
+    }
+}
+
+/// Smallest cache a native backend gets, so tiny searches still reuse their prefixes.
+const MIN_CACHE_BYTES: u64 = 64 << 20;
+
 async fn kv_estimate(
     models: JobModels,
     request: &SolveRequest,
-) -> Result<(JobModels, u64), String> {
+) -> Result<(JobModels, KvReservation), String> {
     let problem = request.problem.clone();
     let width = request.config.width as u64;
     let max_tokens = request.config.max_total_tokens as u64;
     run_on_thread("ets-encode", move || {
-        let engine = models
-            .policy
-            .llm()
-            .ok_or("the policy is not a causal LM")?
-            .clone();
-        let bytes_per_token = engine.kv_bytes_per_token().unwrap_or(0);
-        let prompt = MistralPolicy::new(engine, PolicyOptions::default())
-            .encode_prompt(&problem)
-            .map_err(|e| format!("encoding the problem: {e}"))?
-            .len() as u64;
+        let prompt = backends::prompt_tokens(&models.policy, &problem)? as u64;
         let tokens = prompt.saturating_add(width.saturating_mul(max_tokens));
-        Ok((models, tokens.saturating_mul(bytes_per_token)))
+        let policy = tokens.saturating_mul(backends::kv_bytes_per_token(&models.policy));
+        // The PRM's render adds its own header; the prompt's length stands in for it.
+        let prm = if backends::prm_keeps_kv(&models.prm) {
+            tokens.saturating_mul(backends::kv_bytes_per_token(&models.prm))
+        } else {
+            0
+        };
+        Ok((models, KvReservation { policy, prm }))
     })
     .await
 }
@@ -236,25 +269,22 @@ fn search(
     job: &Job,
     request: &SolveRequest,
     models: JobModels,
+    reservation: KvReservation,
     stream: Option<Outbox>,
     counters: &super::Counters,
 ) -> Result<SearchOutcome, String> {
-    let policy_engine = models
-        .policy
-        .llm()
-        .ok_or("the policy is not a causal LM")?
-        .clone();
-    let prm_engine = models
-        .prm
-        .llm()
-        .ok_or("the PRM is not a causal LM")?
-        .clone();
     let mut policy = Interruptible {
-        inner: MistralPolicy::new(policy_engine.clone(), PolicyOptions::default()),
+        inner: backends::policy(&models.policy, reservation.policy.max(MIN_CACHE_BYTES))?,
+        one_at_a_time: !backends::batches(&models.policy),
         job,
     };
     let mut reward = Interruptible {
-        inner: MistralReward::new(prm_engine, &models.profile).map_err(|e| e.to_string())?,
+        inner: backends::reward(
+            &models.prm,
+            &models.profile,
+            reservation.prm.max(MIN_CACHE_BYTES),
+        )?,
+        one_at_a_time: !backends::batches(&models.prm),
         job,
     };
     let mut embedder = models
@@ -267,7 +297,7 @@ fn search(
         ..BranchAndBound::default()
     };
     let clusterer = AverageLinkage::new();
-    let mut kv = KvTree::new(policy_engine.kv_bytes_per_token().unwrap_or(0));
+    let mut kv = KvTree::new(backends::kv_bytes_per_token(&models.policy));
     let progress = &job.progress;
     let mut observer = |event: &SearchEvent| {
         match event {
@@ -317,14 +347,19 @@ fn search(
         );
         counters.kv_nodes_leaked.fetch_add(left, Ordering::Relaxed);
     }
+    // The backends' caches go before the leases, so an unload waiting on them frees it all.
+    drop((policy, reward));
     drop(models);
     result.map_err(|e| e.to_string())
 }
 
-/// A backend that checks the job's stop flag before every request, so a cancel lands within
-/// one child or one score, not one whole depth.
-struct Interruptible<'a, T> {
-    inner: T,
+/// A backend that checks the job's stop flag before every request it passes on. A backend
+/// that runs requests one after another (mistral.rs) gets them one at a time, so a cancel
+/// lands within one node's children or one score; one that batches them (native) gets the
+/// whole batch after one check, so a cancel lands within one depth's batched pass.
+struct Interruptible<'a, T: ?Sized> {
+    inner: Box<T>,
+    one_at_a_time: bool,
     job: &'a Job,
 }
 
@@ -332,7 +367,7 @@ struct Interruptible<'a, T> {
 #[error("stopped: {0:?}")]
 struct Stopped(StopReason);
 
-impl<T> Interruptible<'_, T> {
+impl<T: ?Sized> Interruptible<'_, T> {
     fn check(&self) -> Result<(), BackendError> {
         match self.job.stop.check() {
             Some(reason) => Err(Box::new(Stopped(reason))),
@@ -341,7 +376,7 @@ impl<T> Interruptible<'_, T> {
     }
 }
 
-impl<T: Policy> Policy for Interruptible<'_, T> {
+impl<T: Policy + ?Sized> Policy for Interruptible<'_, T> {
     fn encode_prompt(&mut self, problem: &str) -> Result<Vec<u32>, BackendError> {
         self.inner.encode_prompt(problem)
     }
@@ -350,6 +385,10 @@ impl<T: Policy> Policy for Interruptible<'_, T> {
         &mut self,
         requests: &[ExpandRequest<'_>],
     ) -> Result<Vec<Vec<Continuation>>, BackendError> {
+        if !self.one_at_a_time {
+            self.check()?;
+            return self.inner.expand(requests);
+        }
         let mut out = Vec::with_capacity(requests.len());
         for r in requests {
             self.check()?;
@@ -357,16 +396,28 @@ impl<T: Policy> Policy for Interruptible<'_, T> {
         }
         Ok(out)
     }
+
+    fn retain(&mut self, live: &[&[u32]]) -> Result<(), BackendError> {
+        self.inner.retain(live)
+    }
 }
 
-impl<T: Reward> Reward for Interruptible<'_, T> {
+impl<T: Reward + ?Sized> Reward for Interruptible<'_, T> {
     fn score(&mut self, requests: &[ScoreRequest<'_>]) -> Result<Vec<Option<f64>>, BackendError> {
+        if !self.one_at_a_time {
+            self.check()?;
+            return self.inner.score(requests);
+        }
         let mut out = Vec::with_capacity(requests.len());
         for r in requests {
             self.check()?;
             out.extend(self.inner.score(std::slice::from_ref(r))?);
         }
         Ok(out)
+    }
+
+    fn retain(&mut self, live: &[ScoreRequest<'_>]) -> Result<(), BackendError> {
+        self.inner.retain(live)
     }
 }
 

@@ -4,7 +4,9 @@
 use std::ops::ControlFlow;
 
 use ets_core::search::{run_search, Backends, SearchEvent};
-use ets_core::{Method, SamplingConfig, SearchConfig};
+use ets_core::{
+    BackendError, Continuation, ExpandRequest, Method, Policy, SamplingConfig, SearchConfig,
+};
 use ets_daemon::backend::{BertEmbedder, PrmProfile};
 use ets_daemon::native::{NativePolicy, NativePolicyOptions, NativeReward};
 use ets_daemon::store::MINILM_L6;
@@ -13,6 +15,36 @@ use ets_solver::cluster::AverageLinkage;
 use ets_solver::retention::BranchAndBound;
 
 use crate::support::{exclusive, gsm8k_questions, native};
+
+/// The native policy, recording its resident K/V tokens after every `retain`.
+struct Watched<'a> {
+    inner: &'a mut NativePolicy,
+    resident_after_retain: Vec<u64>,
+}
+
+impl Policy for Watched<'_> {
+    fn encode_prompt(&mut self, problem: &str) -> Result<Vec<u32>, BackendError> {
+        self.inner.encode_prompt(problem)
+    }
+
+    fn expand(
+        &mut self,
+        requests: &[ExpandRequest<'_>],
+    ) -> Result<Vec<Vec<Continuation>>, BackendError> {
+        self.inner.expand(requests)
+    }
+
+    fn retain(&mut self, live: &[&[u32]]) -> Result<(), BackendError> {
+        self.inner.retain(live)?;
+        let stats = self.inner.kv_stats();
+        assert_eq!(
+            stats.resident_tokens, stats.live_tokens,
+            "only live K/V stays"
+        );
+        self.resident_after_retain.push(stats.resident_tokens);
+        Ok(())
+    }
+}
 
 #[test]
 fn ets_search_on_a_gsm8k_problem_finishes_on_the_native_engine() {
@@ -50,8 +82,12 @@ fn ets_search_on_a_gsm8k_problem_finishes_on_the_native_engine() {
         events.push(e.clone());
         ControlFlow::Continue(())
     };
+    let mut watched = Watched {
+        inner: &mut policy,
+        resident_after_retain: Vec::new(),
+    };
     let backends = Backends {
-        policy: &mut policy,
+        policy: &mut watched,
         reward: &mut reward,
         embedder: Some(&mut embedder),
         solver: &solver,
@@ -59,6 +95,12 @@ fn ets_search_on_a_gsm8k_problem_finishes_on_the_native_engine() {
     };
     let started = std::time::Instant::now();
     let outcome = run_search(&problem, &config, backends, &mut kv, &mut observer).unwrap();
+    // Between depths the policy's cache holds exactly the K/V of the nodes kept for the next
+    // depth: the search's own count of their union.
+    let kept: Vec<u64> = outcome.depths.iter().map(|d| d.kept_tokens).collect();
+    let resident = watched.resident_after_retain;
+    assert!(!resident.is_empty(), "the search went past depth 1");
+    assert_eq!(resident, kept[..resident.len()], "kept per depth {kept:?}");
     let s = &outcome.stats;
     eprintln!(
         "native ETS width 4 in {:.1}s: end {:?}, {} finished, {} truncated, {} depths, {} nodes, \
