@@ -16,9 +16,11 @@
 //!   (generated tokens / steps) and the mean scored trajectory (`score_input` length);
 //! - peak RSS: VmHWM, reset before each search (`/proc/self/clear_refs`), so it is the model
 //!   weights plus that search's working set;
-//! - peak live KV: `SearchStats::peak_live_bytes` of the search's own `KvTree`;
+//! - peak live KV: `SearchStats::peak_live_tokens` and `peak_live_bytes` of the search's own
+//!   `KvTree`, at the engine's own bytes per token (native K/V is f32, mistral.rs' bf16);
 //! - engine caches: native only, the peak of `policy.kv_stats()` + `reward.kv_stats()`
-//!   resident bytes, read after every policy and PRM call;
+//!   resident bytes, read after every call (`expand`, `score`, and the `retain` calls, which
+//!   the wrappers pass on and where the native backends free pruned nodes);
 //! - speedup: mistral.rs / native, of wall time and of policy tok/s (the engines round
 //!   differently, so their trees and token counts differ).
 //!
@@ -146,6 +148,7 @@ struct SearchRecord {
     prm_tokens: u64,
     scored_trajectory_tokens: u64,
     peak_rss_bytes: u64,
+    peak_live_kv_tokens: u64,
     peak_live_kv_bytes: u64,
     engine_cache_peak_bytes: Option<u64>,
     finished: usize,
@@ -330,6 +333,7 @@ impl Bench<'_> {
             prm_tokens: r.prm_tokens,
             scored_trajectory_tokens: r.scored_trajectory_tokens,
             peak_rss_bytes,
+            peak_live_kv_tokens: s.peak_live_tokens,
             peak_live_kv_bytes: s.peak_live_bytes,
             engine_cache_peak_bytes: r.peak_cache_bytes,
             finished: s.finished,
@@ -440,7 +444,8 @@ fn lock(readings: &Mutex<Readings>) -> std::sync::MutexGuard<'_, Readings> {
     readings.lock().expect("single-threaded")
 }
 
-/// A policy that samples its engine's cache into `readings` after every expansion.
+/// A policy that samples its engine's cache into `readings` after every call; `retain` is
+/// passed on (the native policy frees pruned nodes there).
 struct PolicyMeter<'m, P> {
     inner: P,
     readings: &'m Mutex<Readings>,
@@ -462,11 +467,20 @@ impl<P: PolicyCache> Policy for PolicyMeter<'_, P> {
         readings.meter_time += started.elapsed();
         Ok(children)
     }
+
+    fn retain(&mut self, live: &[&[u32]]) -> Result<(), BackendError> {
+        self.inner.retain(live)?;
+        let started = Instant::now();
+        let mut readings = lock(self.readings);
+        readings.sample_caches(self.inner.cache_bytes(), None);
+        readings.meter_time += started.elapsed();
+        Ok(())
+    }
 }
 
 /// A PRM that counts the tokens each `score` runs. With `engine_counter` (the native
 /// engine) that is the engine's own count across the call; without (mistral.rs, which
-/// prefills every trajectory whole), the scored trajectories' lengths.
+/// prefills every trajectory whole), the scored trajectories' lengths. `retain` is passed on.
 struct RewardMeter<'m, R> {
     inner: R,
     engine_counter: Option<Arc<NativeEngine>>,
@@ -498,6 +512,15 @@ impl<R: RewardInputs> Reward for RewardMeter<'_, R> {
         readings.meter_time += started.elapsed();
         Ok(scores)
     }
+
+    fn retain(&mut self, live: &[ScoreRequest<'_>]) -> Result<(), BackendError> {
+        self.inner.retain(live)?;
+        let started = Instant::now();
+        let mut readings = lock(self.readings);
+        readings.sample_caches(None, self.inner.cache_bytes());
+        readings.meter_time += started.elapsed();
+        Ok(())
+    }
 }
 
 /// Sums over one engine × method × width.
@@ -511,6 +534,7 @@ struct Cell {
     prm_tokens: u64,
     scored_trajectory_tokens: u64,
     peak_rss_bytes: u64,
+    peak_live_kv_tokens: u64,
     peak_live_kv_bytes: u64,
     engine_cache_peak_bytes: Option<u64>,
 }
@@ -525,6 +549,7 @@ impl Cell {
         self.prm_tokens += r.prm_tokens;
         self.scored_trajectory_tokens += r.scored_trajectory_tokens;
         self.peak_rss_bytes = self.peak_rss_bytes.max(r.peak_rss_bytes);
+        self.peak_live_kv_tokens = self.peak_live_kv_tokens.max(r.peak_live_kv_tokens);
         self.peak_live_kv_bytes = self.peak_live_kv_bytes.max(r.peak_live_kv_bytes);
         if let Some(bytes) = r.engine_cache_peak_bytes {
             self.engine_cache_peak_bytes =
@@ -555,7 +580,7 @@ fn markdown_table(records: &[SearchRecord]) -> String {
     let mut out = String::from(
         "| engine | method | width | searches | wall s | generated tok | policy tok/s \
          | PRM tok / scored step | mean step tok | mean scored trajectory tok | peak RSS MiB \
-         | peak live KV MiB | engine caches peak MiB | speedup (wall) | speedup (tok/s) |\n\
+         | peak live KV tok / MiB | engine caches peak MiB | speedup (wall) | speedup (tok/s) |\n\
          |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for ((rank, method, width, engine), c) in &cells {
@@ -573,7 +598,7 @@ fn markdown_table(records: &[SearchRecord]) -> String {
         };
         out += &format!(
             "| {} | {method} | {width} | {} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} \
-             | {:.1} | {caches} | {wall_speedup} | {tok_speedup} |\n",
+             | {} / {:.1} | {caches} | {wall_speedup} | {tok_speedup} |\n",
             engine.name(),
             c.searches,
             c.wall_s,
@@ -583,6 +608,7 @@ fn markdown_table(records: &[SearchRecord]) -> String {
             ratio(c.generated_tokens, c.steps),
             ratio(c.scored_trajectory_tokens, c.prm_steps),
             c.peak_rss_bytes as f64 / MIB,
+            c.peak_live_kv_tokens,
             c.peak_live_kv_bytes as f64 / MIB,
         );
     }
