@@ -111,6 +111,24 @@ pub(crate) fn cached_prefix(tree: &KvTree<KvSegment>, context: &[u32]) -> (Vec<N
     (path, covered)
 }
 
+/// Takes one reference on each of `leaves`, gives back those in `held` (then replaced by
+/// `leaves`), and evicts every node no longer referenced: afterwards the tree holds exactly
+/// the chains ending at `leaves`, plus whatever else is pinned.
+pub(crate) fn hold_only(
+    tree: &mut KvTree<KvSegment>,
+    held: &mut Vec<NodeId>,
+    leaves: Vec<NodeId>,
+) -> Result<(), Error> {
+    for &leaf in &leaves {
+        tree.retain(leaf).map_err(Error::engine)?;
+    }
+    for old in std::mem::replace(held, leaves) {
+        tree.release(old).map_err(Error::engine)?;
+    }
+    tree.evict_to_bytes(0);
+    Ok(())
+}
+
 /// The payloads along `path`, each fully visible.
 pub(crate) fn segments<'t>(
     tree: &'t KvTree<KvSegment>,
@@ -247,18 +265,11 @@ impl NativePolicy {
     /// [`Policy::retain`] with this crate's error type: holds the cached chain of every
     /// context in `live` and frees every other node.
     pub fn retain_contexts(&mut self, live: &[&[u32]]) -> Result<(), Error> {
-        let mut held = Vec::with_capacity(live.len());
-        for context in live {
-            if let Some(&leaf) = cached_prefix(&self.tree, context).0.last() {
-                self.tree.retain(leaf).map_err(Error::engine)?;
-                held.push(leaf);
-            }
-        }
-        for old in std::mem::replace(&mut self.held, held) {
-            self.tree.release(old).map_err(Error::engine)?;
-        }
-        self.tree.evict_to_bytes(0);
-        Ok(())
+        let leaves: Vec<NodeId> = live
+            .iter()
+            .filter_map(|context| cached_prefix(&self.tree, context).0.last().copied())
+            .collect();
+        hold_only(&mut self.tree, &mut self.held, leaves)
     }
 
     /// [`Policy::expand`] with this crate's error type.

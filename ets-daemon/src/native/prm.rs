@@ -29,7 +29,7 @@ use ets_kvtree::{KvStats, KvTree, NodeId};
 
 use super::engine::{Logits, NativeEngine, SeqInput};
 use super::kv::{KvSegment, PendingKv};
-use super::policy::segments;
+use super::policy::{hold_only, segments};
 use super::text::{ChatRole, Encoded};
 use crate::backend::profile::{Rendered, Role};
 use crate::backend::{PrmProfile, ResolvedProfile};
@@ -287,21 +287,14 @@ impl NativeReward {
     /// [`Reward::retain`] with this crate's error type: holds the cached chain that the
     /// children of every trajectory in `live` extend, and frees every other node.
     pub fn retain_trajectories(&mut self, live: &[ScoreRequest<'_>]) -> Result<(), Error> {
-        let mut held = Vec::with_capacity(live.len());
+        let mut leaves = Vec::with_capacity(live.len());
         for r in live {
             let mut steps = r.steps.to_vec();
             steps.push(MARK);
             let layout = self.layout(r.problem, &steps)?;
-            if let Some(&leaf) = self.cached(&layout).last() {
-                self.tree.retain(leaf).map_err(Error::engine)?;
-                held.push(leaf);
-            }
+            leaves.extend(self.cached(&layout).last().copied());
         }
-        for old in std::mem::replace(&mut self.held, held) {
-            self.tree.release(old).map_err(Error::engine)?;
-        }
-        self.tree.evict_to_bytes(0);
-        Ok(())
+        hold_only(&mut self.tree, &mut self.held, leaves)
     }
 
     /// [`Reward::score`] with this crate's error type.

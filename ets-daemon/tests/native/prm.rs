@@ -118,3 +118,44 @@ fn incremental_scores_equal_scores_from_scratch_and_cost_one_step_each() {
     assert_eq!(fresh.kv_stats().resident_bytes, payload);
     assert_eq!(fresh.kv_stats().resident_tokens as usize, kept);
 }
+
+#[test]
+fn retain_keeps_only_what_the_next_scores_extend() {
+    let _g = exclusive();
+    let engine = native();
+    let mut prm = NativeReward::new(engine.clone(), &judge(), 1 << 30).unwrap();
+    let kept = [STEPS[0], STEPS[1], STEPS[2]];
+    let pruned = [
+        STEPS[0],
+        "So there are 3 + 4 = 7 apples in total.\n\n",
+        STEPS[2],
+    ];
+    let request = |steps| ScoreRequest {
+        problem: PROBLEM,
+        steps,
+    };
+    prm.score(&[request(&kept), request(&pruned)]).unwrap();
+    let before = prm.kv_stats();
+    prm.retain(&[request(&kept)]).unwrap();
+    let after = prm.kv_stats();
+    assert!(
+        after.resident_tokens < before.resident_tokens,
+        "{before:?} → {after:?}"
+    );
+    assert_eq!(
+        after.resident_tokens, after.live_tokens,
+        "only held chains stay"
+    );
+    assert_eq!(
+        after.live_tokens as usize,
+        *prm.layout(PROBLEM, &kept).unwrap().cuts.last().unwrap(),
+        "the kept trajectory's spans stay"
+    );
+    // Its child still costs only the newest kept span and the suffix.
+    let child = [STEPS[0], STEPS[1], STEPS[2], STEPS[3]];
+    let layout = prm.layout(PROBLEM, &child).unwrap();
+    let start = engine.tokens_processed();
+    prm.score(&[request(&child)]).unwrap();
+    let ran = (engine.tokens_processed() - start) as usize;
+    assert_eq!(ran, layout.ids.len() - layout.cuts[layout.cuts.len() - 2]);
+}

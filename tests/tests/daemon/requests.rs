@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use ets_core::protocol::{JobEvent, ModelRole, Request, Response, SolveRequest};
+use ets_core::protocol::{EngineChoice, JobEvent, ModelRole, Request, Response, SolveRequest};
 use ets_core::search::{SearchEvent, SearchOutcome};
 use ets_core::Method;
 
@@ -51,12 +51,14 @@ fn a_solve_streams_events_and_returns_a_result_with_stats() {
     assert!(events.contains(&JobEvent::Started), "{events:?}");
     assert!(events.iter().any(|e| matches!(e, JobEvent::Search(SearchEvent::DepthDone { live_bytes, .. }) if *live_bytes > 0)));
 
-    // One engine plays policy and PRM; the embedder is the second model.
+    // One engine plays policy and PRM (the native one: `auto` picks it for a llama-family
+    // GGUF on the CPU); the embedder is the second model. (Another test may add a mistral.rs
+    // entry for the same model.)
     let status = c.status();
     let smol: Vec<_> = status
         .models
         .iter()
-        .filter(|m| m.model == "smollm2-135m")
+        .filter(|m| m.model == "smollm2-135m" && m.engine == "native")
         .collect();
     assert_eq!(
         smol.len(),
@@ -164,5 +166,56 @@ fn sixteen_clients_get_their_own_results() {
         .collect();
     for (i, t) in clients.into_iter().enumerate() {
         t.join().unwrap_or_else(|_| panic!("client {i} failed"));
+    }
+}
+
+#[test]
+fn one_model_runs_on_both_engines_side_by_side() {
+    let daemon = shared();
+    let mut c = daemon.connect();
+    let problem = "A pen costs 3 dollars. How much do 5 pens cost?";
+    let mut lengths = Vec::new();
+    for engine in [EngineChoice::MistralRs, EngineChoice::Native] {
+        let mut request = tiny_solve(problem, Method::Rebase, 2, 8, 3);
+        request.models.engine = Some(engine);
+        let job = c.submit(request);
+        match c.finish(job).1 {
+            Response::Result { outcome, .. } => {
+                assert!(outcome.stats.generated_tokens > 0, "{engine}: {outcome:?}");
+                lengths.push(outcome.stats.prompt_tokens);
+            }
+            other => panic!("{engine}: {other:?}\n{}", daemon.log()),
+        }
+    }
+    // The same chat template and tokenizer on both engines.
+    assert_eq!(lengths[0], lengths[1], "prompt tokens per engine");
+    let status = c.status();
+    let engines: BTreeSet<&str> = status
+        .models
+        .iter()
+        .filter(|m| m.model == "smollm2-135m")
+        .map(|m| m.engine.as_str())
+        .collect();
+    assert_eq!(
+        engines,
+        BTreeSet::from(["mistralrs", "native"]),
+        "{:?}",
+        status.models
+    );
+    // A native engine asked for a model it cannot run fails the job and says why.
+    let mut request = tiny_solve(problem, Method::Rebase, 2, 8, 3);
+    request.models.policy = Some(
+        crate::support::models_dir()
+            .join("minilm-l6")
+            .display()
+            .to_string(),
+    );
+    request.models.engine = Some(EngineChoice::Native);
+    let job = c.submit(request);
+    match c.finish(job).1 {
+        Response::Failed { message, .. } => {
+            assert!(message.contains("native engine"), "{message}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ets_core::protocol::{
-    encode_frame, ErrorKind, Request, Response, SolveRequest, MAX_FRAME_BYTES,
+    encode_frame, ErrorKind, Request, Response, SolveRequest, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
 use crate::shared;
@@ -78,13 +78,13 @@ fn a_wrong_protocol_version_is_named_with_both_versions() {
     });
     let (seen, closed) = c.drain(Duration::from_secs(10));
     assert!(
-        matches!(seen.first(), Some(Response::Hello { protocol: 1, .. })),
+        matches!(seen.first(), Some(Response::Hello { protocol, .. }) if *protocol == PROTOCOL_VERSION),
         "{seen:?}"
     );
     let (kind, message) = error_of(&seen).expect("an error");
     assert_eq!(kind, ErrorKind::ProtocolMismatch);
     assert!(
-        message.contains("999") && message.contains("protocol 1"),
+        message.contains("999") && message.contains(&format!("protocol {PROTOCOL_VERSION}")),
         "{message}"
     );
     assert!(closed);
