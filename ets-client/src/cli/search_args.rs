@@ -148,7 +148,7 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    #[derive(Parser)]
+    #[derive(Debug, Parser)]
     struct Wrapper {
         #[command(flatten)]
         search: SearchArgs,
@@ -174,8 +174,11 @@ mod tests {
             "ANSWER:",
             "--prm-profile",
             "judge",
+            "--engine",
+            "native",
         ]);
         let r = args.request("2+2?", Overrides::default()).unwrap();
+        assert_eq!(r.models.engine, Some(EngineChoice::Native));
         assert_eq!(r.problem, "2+2?");
         assert_eq!(r.config.method, Method::BestOfN);
         assert_eq!(r.config.width, 4);
@@ -185,6 +188,8 @@ mod tests {
         assert!(r.config.answer_markers.len() > 1, "markers are added");
         assert_eq!(r.models.prm_profile.as_deref(), Some("judge"));
         assert!(r.models.policy.is_none());
+        let bad = Wrapper::try_parse_from(["x", "--engine", "turbo"]).unwrap_err();
+        assert!(bad.to_string().contains("unknown engine `turbo`"), "{bad}");
 
         let o = Overrides {
             method: Some(Method::Beam),
