@@ -61,7 +61,8 @@ pub struct SearchArgs {
     #[arg(long, value_name = "PROFILE")]
     pub prm_profile: Option<String>,
 
-    /// Step embedder for ETS clustering: store alias or path [default: the daemon's].
+    /// Step embedder for ETS clustering: store alias or path, or `policy` for the native
+    /// policy's own hidden states [default: the daemon's].
     #[arg(long, value_name = "MODEL")]
     pub embedder: Option<String>,
 

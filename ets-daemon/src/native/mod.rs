@@ -12,6 +12,7 @@
 //!   rows.
 //! - `policy`: [`NativePolicy`], ets-core's `Policy` with the K/V cache as a kvtree.
 //! - `prm`: [`NativeReward`], ets-core's `Reward` scoring each new step incrementally.
+//! - `embed`: [`PolicyStepEmbedder`], step embeddings from the policy's own hidden states.
 //!
 //! **Invariants**: a node's payload holds exactly its span's K/V (no spare capacity), so a
 //! `KvTree<KvSegment>` built with [`ModelConfig::kv_bytes_per_token`] reports byte counts equal
@@ -19,6 +20,7 @@
 //! sequence only ever appends to its own [`PendingKv`].
 
 mod attention;
+mod embed;
 mod engine;
 mod kv;
 mod model;
@@ -26,6 +28,7 @@ mod policy;
 mod prm;
 mod text;
 
+pub use embed::{PolicyStepEmbedder, StepEmbeddings};
 pub use engine::{Logits, NativeEngine, SeqInput, SeqOutput};
 pub use kv::{KvSegment, PendingKv};
 pub use model::{gguf_architecture, ModelConfig, RopeStyle, WeightMode, NATIVE_ARCHITECTURES};

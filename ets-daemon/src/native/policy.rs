@@ -21,6 +21,7 @@ use std::sync::Arc;
 use ets_core::{BackendError, Continuation, ExpandRequest, FinishReason, Policy};
 use ets_kvtree::{KvStats, KvTree, NodeId};
 
+use super::embed::StepEmbeddings;
 use super::engine::{Logits, NativeEngine, SeqInput};
 use super::kv::{KvSegment, PendingKv};
 use super::text::ChatRole;
@@ -56,6 +57,8 @@ pub struct NativePolicy {
     guards: HashMap<String, Arc<DelimiterGuard>>,
     /// Leaves of the contexts the search said it still expands, one reference each.
     held: Vec<NodeId>,
+    /// Where finished steps' mean hidden states go, when asked for.
+    step_embeddings: Option<StepEmbeddings>,
 }
 
 impl std::fmt::Debug for NativePolicy {
@@ -74,6 +77,8 @@ struct Child {
     pending: PendingKv,
     /// The latest sampled token, not yet run through the model.
     unfed: Option<u32>,
+    /// Sum of the final hidden states of the tokens fed so far (when embeddings are recorded).
+    hidden_sum: Vec<f32>,
 }
 
 /// A context run through the cache: the chain of nodes that holds it (the last one pinned)
@@ -217,7 +222,17 @@ impl NativePolicy {
             tree,
             guards: HashMap::new(),
             held: Vec::new(),
+            step_embeddings: None,
         }
+    }
+
+    /// Records, from now on, the mean final hidden state of every step it generates (read in
+    /// the step's context while decoding) into the returned store, for a
+    /// [`PolicyStepEmbedder`](super::PolicyStepEmbedder).
+    pub fn record_step_embeddings(&mut self) -> StepEmbeddings {
+        self.step_embeddings
+            .get_or_insert_with(StepEmbeddings::default)
+            .clone()
     }
 
     /// The engine it runs on.
@@ -304,6 +319,7 @@ impl NativePolicy {
                     record: StepRecord::default(),
                     pending: self.engine.pending(),
                     unfed: None,
+                    hidden_sum: Vec::new(),
                 };
                 if r.max_tokens > 0 {
                     child.unfed =
@@ -334,7 +350,7 @@ impl NativePolicy {
                             Some(_) => Logits::None,
                             None => Logits::Last,
                         },
-                        hidden_mean: false,
+                        hidden_mean: self.step_embeddings.is_some(),
                     });
                 }
                 let mut refs: Vec<&mut PendingKv> = children
@@ -347,6 +363,16 @@ impl NativePolicy {
             for (&i, output) in active.iter().zip(outputs) {
                 let child = &mut children[i];
                 child.unfed = None;
+                if let Some(hidden) = &output.hidden_mean {
+                    if child.hidden_sum.is_empty() {
+                        child.hidden_sum = vec![0.0; hidden.len()];
+                    }
+                    child
+                        .hidden_sum
+                        .iter_mut()
+                        .zip(hidden)
+                        .for_each(|(s, h)| *s += h);
+                }
                 if child.record.finish.is_none() {
                     let row = output
                         .logits
@@ -362,6 +388,12 @@ impl NativePolicy {
         for child in children {
             let parent = prefilled[child.request].leaf();
             let rec = child.record;
+            if let Some(store) = &self.step_embeddings {
+                if !child.hidden_sum.is_empty() {
+                    // Normalised on record, so the sum serves as the mean.
+                    store.record(&rec.text, child.hidden_sum);
+                }
+            }
             if !rec.ids.is_empty() {
                 debug_assert_eq!(child.pending.len(), rec.ids.len());
                 let segment = child.pending.to_segment()?;

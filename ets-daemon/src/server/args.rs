@@ -65,7 +65,8 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "judge", value_name = "PROFILE")]
     pub prm_profile: String,
 
-    /// Default step embedder (store alias or path).
+    /// Default step embedder (store alias or path), or `policy`: the policy's own mean hidden
+    /// state over each step (native engine only; no second model).
     #[arg(long, default_value = "minilm-l6", value_name = "MODEL")]
     pub embedder: String,
 

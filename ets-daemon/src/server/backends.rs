@@ -4,11 +4,27 @@
 //! Backends are built per job: a native policy or PRM owns a K/V tree for that search alone,
 //! freed with it; the engines (weights) stay shared in the registry.
 
-use ets_core::{Policy, Reward};
+use std::sync::Arc;
+
+use ets_core::{BackendError, Embedder, Policy, Reward};
 
 use super::registry::{Loaded, ModelLease};
-use crate::backend::{MistralPolicy, MistralReward, PolicyOptions, PrmProfile};
-use crate::native::{NativePolicy, NativePolicyOptions, NativeReward};
+use crate::backend::{BertEmbedder, MistralPolicy, MistralReward, PolicyOptions, PrmProfile};
+use crate::native::{NativePolicy, NativePolicyOptions, NativeReward, PolicyStepEmbedder};
+
+/// The embedder name that means "the policy's own hidden states" (native engine only).
+pub(super) const POLICY_EMBEDDER: &str = "policy";
+
+/// Where a job's step embeddings come from.
+#[derive(Debug)]
+pub(super) enum JobEmbedder {
+    /// None needed (not ETS, or no semantic term).
+    None,
+    /// An embedding model from the registry.
+    Model(ModelLease),
+    /// The native policy's mean hidden state over each step.
+    Policy,
+}
 
 /// Bytes of K/V one token takes on the model of `lease` (0 when its files do not say).
 pub(super) fn kv_bytes_per_token(lease: &ModelLease) -> u64 {
@@ -38,14 +54,68 @@ pub(super) fn policy(lease: &ModelLease, cache_bytes: u64) -> Result<Box<dyn Pol
             engine.clone(),
             PolicyOptions::default(),
         ))),
-        Loaded::Native(engine) => Ok(Box::new(NativePolicy::new(
-            engine.clone(),
-            NativePolicyOptions {
-                prompt: PolicyOptions::default(),
-                max_cached_bytes: cache_bytes,
-            },
-        ))),
+        Loaded::Native(_) => Ok(Box::new(native_policy(lease, cache_bytes)?)),
         Loaded::Embedder(_) => Err("the policy model is an embedder, not a causal LM".into()),
+    }
+}
+
+fn native_policy(lease: &ModelLease, cache_bytes: u64) -> Result<NativePolicy, String> {
+    let Loaded::Native(engine) = lease.loaded() else {
+        return Err(format!(
+            "the `{POLICY_EMBEDDER}` embedder reads the native engine's hidden states, but the \
+             policy runs on mistral.rs; run it with --engine native or name an embedding model"
+        ));
+    };
+    Ok(NativePolicy::new(
+        engine.clone(),
+        NativePolicyOptions {
+            prompt: PolicyOptions::default(),
+            max_cached_bytes: cache_bytes,
+        },
+    ))
+}
+
+/// Whether the policy on `lease` can also embed steps (`--embedder policy`).
+pub(super) fn check_policy_embedder(lease: &ModelLease) -> Result<(), String> {
+    native_policy(lease, 0).map(drop)
+}
+
+/// A job's policy and, when it needs one, its step embedder.
+pub(super) type PolicyAndEmbedder = (Box<dyn Policy>, Option<Box<dyn Embedder>>);
+
+/// The policy on `lease` and the job's embedder.
+pub(super) fn policy_and_embedder(
+    lease: &ModelLease,
+    embedder: &JobEmbedder,
+    cache_bytes: u64,
+) -> Result<PolicyAndEmbedder, String> {
+    match embedder {
+        JobEmbedder::None => Ok((policy(lease, cache_bytes)?, None)),
+        JobEmbedder::Model(model) => {
+            let bert = model
+                .embedder()
+                .ok_or("the embedder model is not an embedding model")?
+                .clone();
+            Ok((
+                policy(lease, cache_bytes)?,
+                Some(Box::new(SharedEmbedder(bert))),
+            ))
+        }
+        JobEmbedder::Policy => {
+            let mut policy = native_policy(lease, cache_bytes)?;
+            let store = policy.record_step_embeddings();
+            let embedder = PolicyStepEmbedder::new(policy.engine().clone(), store);
+            Ok((Box::new(policy), Some(Box::new(embedder))))
+        }
+    }
+}
+
+/// The registry's shared embedder as ets-core's [`Embedder`].
+struct SharedEmbedder(Arc<BertEmbedder>);
+
+impl Embedder for SharedEmbedder {
+    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+        Ok(self.0.embed_texts(texts)?)
     }
 }
 

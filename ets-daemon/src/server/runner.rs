@@ -8,18 +8,16 @@ use std::sync::Arc;
 
 use ets_core::protocol::{EngineChoice, ErrorKind, JobEvent, ModelRole, Response, SolveRequest};
 use ets_core::search::{run_search, Backends, SearchEvent, SearchOutcome};
-use ets_core::{
-    BackendError, Continuation, Embedder, ExpandRequest, Method, Policy, Reward, ScoreRequest,
-};
+use ets_core::{BackendError, Continuation, ExpandRequest, Method, Policy, Reward, ScoreRequest};
 use ets_kvtree::KvTree;
 use ets_solver::cluster::AverageLinkage;
 use ets_solver::retention::BranchAndBound;
 
-use super::backends;
+use super::backends::{self, JobEmbedder, POLICY_EMBEDDER};
 use super::jobs::{Job, Outbox, Refusal, StopReason};
 use super::registry::{run_on_thread, ModelLease};
 use super::Daemon;
-use crate::backend::{BertEmbedder, PrmProfile};
+use crate::backend::PrmProfile;
 
 /// How a job ended, before it becomes a message.
 enum Ending {
@@ -108,7 +106,7 @@ struct JobModels {
     policy: ModelLease,
     prm: ModelLease,
     profile: PrmProfile,
-    embedder: Option<ModelLease>,
+    embedder: JobEmbedder,
 }
 
 async fn drive(
@@ -206,16 +204,19 @@ async fn load_models(daemon: &Daemon, request: &SolveRequest) -> Result<JobModel
         .await?;
     let needs_embedder =
         request.config.method == Method::Ets && request.config.effective_lambda_s() > 0.0;
-    let embedder = if needs_embedder {
-        let name = choice.embedder.as_deref().unwrap_or(&args.embedder);
-        Some(
+    let name = choice.embedder.as_deref().unwrap_or(&args.embedder);
+    let embedder = if !needs_embedder {
+        JobEmbedder::None
+    } else if name == POLICY_EMBEDDER {
+        backends::check_policy_embedder(&policy)?;
+        JobEmbedder::Policy
+    } else {
+        JobEmbedder::Model(
             daemon
                 .registry
                 .acquire(name, ModelRole::Embedder, EngineChoice::Auto)
                 .await?,
         )
-    } else {
-        None
     };
     Ok(JobModels {
         policy,
@@ -273,8 +274,13 @@ fn search(
     stream: Option<Outbox>,
     counters: &super::Counters,
 ) -> Result<SearchOutcome, String> {
+    let (policy, mut embedder) = backends::policy_and_embedder(
+        &models.policy,
+        &models.embedder,
+        reservation.policy.max(MIN_CACHE_BYTES),
+    )?;
     let mut policy = Interruptible {
-        inner: backends::policy(&models.policy, reservation.policy.max(MIN_CACHE_BYTES))?,
+        inner: policy,
         one_at_a_time: !backends::batches(&models.policy),
         job,
     };
@@ -287,11 +293,6 @@ fn search(
         one_at_a_time: !backends::batches(&models.prm),
         job,
     };
-    let mut embedder = models
-        .embedder
-        .as_ref()
-        .and_then(|l| l.embedder().cloned())
-        .map(SharedEmbedder);
     let solver = BranchAndBound {
         time_limit: request.config.retention_time_limit,
         ..BranchAndBound::default()
@@ -325,7 +326,10 @@ fn search(
     let backends = Backends {
         policy: &mut policy,
         reward: &mut reward,
-        embedder: embedder.as_mut().map(|e| e as &mut dyn Embedder),
+        embedder: match embedder.as_mut() {
+            Some(e) => Some(&mut **e),
+            None => None,
+        },
         solver: &solver,
         clusterer: &clusterer,
     };
@@ -347,8 +351,6 @@ fn search(
         );
         counters.kv_nodes_leaked.fetch_add(left, Ordering::Relaxed);
     }
-    // The backends' caches go before the leases, so an unload waiting on them frees it all.
-    drop((policy, reward));
     drop(models);
     result.map_err(|e| e.to_string())
 }
@@ -418,14 +420,5 @@ impl<T: Reward + ?Sized> Reward for Interruptible<'_, T> {
 
     fn retain(&mut self, live: &[ScoreRequest<'_>]) -> Result<(), BackendError> {
         self.inner.retain(live)
-    }
-}
-
-/// The registry's shared embedder as ets-core's [`Embedder`].
-struct SharedEmbedder(Arc<BertEmbedder>);
-
-impl Embedder for SharedEmbedder {
-    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
-        Ok(self.0.embed_texts(texts)?)
     }
 }

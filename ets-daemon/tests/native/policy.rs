@@ -3,7 +3,7 @@
 
 use ets_core::{ExpandRequest, FinishReason, Policy, SamplingConfig};
 use ets_daemon::backend::{MistralPolicy, PolicyOptions};
-use ets_daemon::native::{NativePolicy, NativePolicyOptions};
+use ets_daemon::native::{NativePolicy, NativePolicyOptions, PolicyStepEmbedder};
 
 use crate::support::{exclusive, mistral, native, native_f32, PROBLEM};
 
@@ -121,4 +121,46 @@ fn the_cache_holds_each_step_once_and_counts_its_payload_bytes() {
     let stats = p.kv_stats();
     assert!(stats.resident_nodes >= 3);
     assert_eq!(stats.resident_bytes, payload_bytes);
+}
+
+#[test]
+fn steps_are_embedded_from_the_policys_own_hidden_states() {
+    let _g = exclusive();
+    let mut p = policy();
+    let store = p.record_step_embeddings();
+    let root = p.encode_prompt(PROBLEM).unwrap();
+    let s = sampling(1.0);
+    let children = p.expand(&[request(&root, 4, 3, &s)]).unwrap().remove(0);
+    let texts: Vec<&str> = children.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(
+        store.len(),
+        texts
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    );
+    let mut embedder = PolicyStepEmbedder::new(p.engine().clone(), store);
+    let vectors = embedder.embed_steps(&texts).unwrap();
+    assert_eq!(
+        embedder.computed_alone(),
+        0,
+        "every generated step was recorded"
+    );
+    let dim = p.engine().config().hidden;
+    let cosine = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    for (i, v) in vectors.iter().enumerate() {
+        assert_eq!(v.len(), dim);
+        assert!((cosine(v, v) - 1.0).abs() < 1e-4, "unit length");
+        for (j, w) in vectors.iter().enumerate() {
+            if texts[i] != texts[j] {
+                assert!(
+                    cosine(v, w) < 0.9999,
+                    "different steps, different vectors: {texts:?}"
+                );
+            }
+        }
+    }
+    // A text the policy never generated runs on its own.
+    let alone = embedder.embed_steps(&["Some other step.\n\n"]).unwrap();
+    assert_eq!((embedder.computed_alone(), alone[0].len()), (1, dim));
 }

@@ -202,6 +202,25 @@ fn one_model_runs_on_both_engines_side_by_side() {
         "{:?}",
         status.models
     );
+    // ETS can cluster with the native policy's own hidden states instead of MiniLM; on
+    // mistral.rs that is refused by name.
+    for (engine, works) in [(EngineChoice::Native, true), (EngineChoice::MistralRs, false)] {
+        let mut request = tiny_solve(problem, Method::Ets, 3, 8, 5);
+        request.config.max_depth = 2;
+        request.config.max_total_tokens = 16;
+        request.models.engine = Some(engine);
+        request.models.embedder = Some("policy".into());
+        let job = c.submit(request);
+        match (c.finish(job).1, works) {
+            (Response::Result { outcome, .. }, true) => {
+                assert!(outcome.stats.embedded_texts > 0, "{outcome:?}")
+            }
+            (Response::Failed { message, .. }, false) => {
+                assert!(message.contains("hidden states"), "{message}")
+            }
+            (other, _) => panic!("{engine} with the policy embedder: {other:?}"),
+        }
+    }
     // A native engine asked for a model it cannot run fails the job and says why.
     let mut request = tiny_solve(problem, Method::Rebase, 2, 8, 3);
     request.models.policy = Some(
