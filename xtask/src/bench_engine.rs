@@ -34,6 +34,18 @@ struct Row {
     score_ms: f64,
 }
 
+impl Row {
+    fn new(file: &str, speeds: Speeds, score_ms: f64) -> Self {
+        Self {
+            file: file.to_owned(),
+            prefill: speeds.prefill,
+            decode_1: speeds.decode_1,
+            decode_16: speeds.decode_16,
+            score_ms,
+        }
+    }
+}
+
 /// Runs the benchmark; `--native-only` skips the mistral.rs rows.
 pub fn run(args: &[String]) -> Result<()> {
     let native_only = args.iter().any(|a| a == "--native-only");
@@ -78,16 +90,16 @@ fn long_problem() -> String {
         .repeat(6)
 }
 
-/// The native engine: the same decode and prefill measurements (the prompt is dropped from
-/// its cache before each prefill); the PRM row is the incremental cost of one new step (8
-/// different second steps scored in one call after the first step was scored).
-fn measure_native(engine: Arc<NativeEngine>, name: &str) -> Result<Row> {
-    let options = || NativePolicyOptions {
-        max_cached_bytes: 0,
-        ..NativePolicyOptions::default()
-    };
-    let mut policy = NativePolicy::new(engine.clone(), options());
-    let context = policy.encode_problem(&long_problem())?;
+/// Prefill tok/s, decode tok/s with 1 and with 16 sequences, measured on `policy` with the long
+/// problem's prompt (`context`). Every call must prefill the prompt again (the native policy is
+/// given a cache budget of 0 for that; mistral.rs' prefix cache is off).
+struct Speeds {
+    prefill: f64,
+    decode_1: f64,
+    decode_16: f64,
+}
+
+fn measure_speeds(policy: &mut dyn Policy, context: &[u32]) -> Result<Speeds> {
     let greedy = SamplingConfig {
         temperature: 0.0,
         ..SamplingConfig::default()
@@ -96,16 +108,15 @@ fn measure_native(engine: Arc<NativeEngine>, name: &str) -> Result<Row> {
     let mut timed =
         |children: usize, max_tokens: usize, sampling: &SamplingConfig| -> Result<(f64, usize)> {
             let req = ExpandRequest {
-                context: &context,
+                context,
                 num_children: children,
                 max_tokens,
                 seed: 5,
                 sampling,
                 step_delimiter: NEVER,
             };
-            // A cache budget of 0 evicts everything after each call: every call prefills.
             let t = Instant::now();
-            let out = policy.expand_steps(&[req])?;
+            let out = policy.expand(&[req]).map_err(|e| anyhow!("{e}"))?;
             let tokens = out[0].iter().map(|c| c.token_ids.len()).sum();
             Ok((t.elapsed().as_secs_f64(), tokens))
         };
@@ -119,13 +130,34 @@ fn measure_native(engine: Arc<NativeEngine>, name: &str) -> Result<Row> {
     let (t1, n1) = timed(1, DECODE_TOKENS, &greedy)?;
     let prefill_16 = timed(16, 1, &sample)?.0;
     let (t16, n16) = timed(16, DECODE_TOKENS, &sample)?;
+    Ok(Speeds {
+        prefill: context.len() as f64 / prefill_1,
+        decode_1: n1.saturating_sub(1) as f64 / (t1 - prefill_1).max(1e-9),
+        decode_16: n16.saturating_sub(16) as f64 / (t16 - prefill_16).max(1e-9),
+    })
+}
+
+const PROBLEM: &str =
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as \
+                       many clips in May. How many clips did Natalia sell altogether?";
+
+/// The native engine: the same decode and prefill measurements (the prompt is dropped from
+/// its cache before each prefill); the PRM row is the incremental cost of one new step (8
+/// different second steps scored in one call after the first step was scored).
+fn measure_native(engine: Arc<NativeEngine>, name: &str) -> Result<Row> {
+    let options = NativePolicyOptions {
+        // A cache budget of 0 evicts everything after each call: every call prefills.
+        max_cached_bytes: 0,
+        ..NativePolicyOptions::default()
+    };
+    let mut policy = NativePolicy::new(engine.clone(), options);
+    let context = policy.encode_problem(&long_problem())?;
+    let speeds = measure_speeds(&mut policy, &context)?;
 
     let mut prm = NativeReward::new(engine, &PrmProfile::builtin("judge")?, 1 << 30)?;
-    let problem = "Natalia sold clips to 48 of her friends in April, and then she sold half as \
-                   many clips in May. How many clips did Natalia sell altogether?";
     let first = "Natalia sold 48 clips in April.\n\n";
     prm.score_steps(&[ScoreRequest {
-        problem,
+        problem: PROBLEM,
         steps: &[first],
     }])?;
     let seconds: Vec<String> = (0..8)
@@ -139,18 +171,15 @@ fn measure_native(engine: Arc<NativeEngine>, name: &str) -> Result<Row> {
     let trajectories: Vec<[&str; 2]> = seconds.iter().map(|s| [first, s.as_str()]).collect();
     let reqs: Vec<ScoreRequest<'_>> = trajectories
         .iter()
-        .map(|steps| ScoreRequest { problem, steps })
+        .map(|steps| ScoreRequest {
+            problem: PROBLEM,
+            steps,
+        })
         .collect();
     let t = Instant::now();
     prm.score_steps(&reqs)?;
     let score_ms = t.elapsed().as_secs_f64() * 1000.0 / reqs.len() as f64;
-    Ok(Row {
-        file: name.to_owned(),
-        prefill: context.len() as f64 / prefill_1,
-        decode_1: n1.saturating_sub(1) as f64 / (t1 - prefill_1).max(1e-9),
-        decode_16: n16.saturating_sub(16) as f64 / (t16 - prefill_16).max(1e-9),
-        score_ms,
-    })
+    Ok(Row::new(name, speeds, score_ms))
 }
 
 fn measure(engine: Arc<LlmEngine>, name: &str) -> Result<Row> {
@@ -158,47 +187,16 @@ fn measure(engine: Arc<LlmEngine>, name: &str) -> Result<Row> {
     let context = policy
         .encode_prompt(&long_problem())
         .map_err(|e| anyhow!("{e}"))?;
-    let greedy = SamplingConfig {
-        temperature: 0.0,
-        ..SamplingConfig::default()
-    };
-    let sample = SamplingConfig::default();
-    let timed =
-        |children: usize, max_tokens: usize, sampling: &SamplingConfig| -> Result<(f64, usize)> {
-            let req = ExpandRequest {
-                context: &context,
-                num_children: children,
-                max_tokens,
-                seed: 5,
-                sampling,
-                step_delimiter: NEVER,
-            };
-            let t = Instant::now();
-            let out = policy.expand_steps(&[req])?;
-            let tokens = out[0].iter().map(|c| c.token_ids.len()).sum();
-            Ok((t.elapsed().as_secs_f64(), tokens))
-        };
-    timed(1, 1, &greedy)?; // warm-up
-    let best = |xs: Vec<f64>| xs.into_iter().fold(f64::INFINITY, f64::min);
-    let prefill_1 = best(
-        (0..3)
-            .map(|_| timed(1, 1, &greedy).map(|x| x.0))
-            .collect::<Result<_>>()?,
-    );
-    let (t1, n1) = timed(1, DECODE_TOKENS, &greedy)?;
-    let prefill_16 = timed(16, 1, &sample)?.0;
-    let (t16, n16) = timed(16, DECODE_TOKENS, &sample)?;
+    let speeds = measure_speeds(&mut policy, &context)?;
 
     let prm = MistralReward::new(engine, &PrmProfile::builtin("judge")?)?;
     let steps = [
         "Natalia sold 48 clips in April.\n\n",
         "In May she sold half as many: 48 / 2 = 24 clips.\n\n",
     ];
-    let problem = "Natalia sold clips to 48 of her friends in April, and then she sold half as \
-                   many clips in May. How many clips did Natalia sell altogether?";
     let reqs: Vec<ScoreRequest<'_>> = (0..8)
         .map(|_| ScoreRequest {
-            problem,
+            problem: PROBLEM,
             steps: &steps,
         })
         .collect();
@@ -206,11 +204,5 @@ fn measure(engine: Arc<LlmEngine>, name: &str) -> Result<Row> {
     let t = Instant::now();
     prm.score_steps(&reqs)?;
     let score_ms = t.elapsed().as_secs_f64() * 1000.0 / reqs.len() as f64;
-    Ok(Row {
-        file: name.to_owned(),
-        prefill: context.len() as f64 / prefill_1,
-        decode_1: n1.saturating_sub(1) as f64 / (t1 - prefill_1).max(1e-9),
-        decode_16: n16.saturating_sub(16) as f64 / (t16 - prefill_16).max(1e-9),
-        score_ms,
-    })
+    Ok(Row::new(name, speeds, score_ms))
 }

@@ -6,6 +6,8 @@
 //! batch (the RSS test measures one process).
 
 mod embedder;
+#[path = "../common/gsm8k_search.rs"]
+mod gsm8k_search;
 mod memory;
 mod policy;
 mod prm;

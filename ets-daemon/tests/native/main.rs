@@ -6,6 +6,8 @@
 //! one test's own.
 
 mod exactness;
+#[path = "../common/gsm8k_search.rs"]
+mod gsm8k_search;
 mod policy;
 mod prm;
 mod search;

@@ -93,18 +93,4 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// GSM8K questions from the shared data folder (first `n`).
-pub fn gsm8k_questions(n: usize) -> Vec<String> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/gsm8k_test.jsonl"
-    );
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    text.lines()
-        .take(n)
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            v["question"].as_str().unwrap().to_owned()
-        })
-        .collect()
-}
+pub use crate::gsm8k_search::gsm8k_questions;

@@ -204,7 +204,10 @@ fn one_model_runs_on_both_engines_side_by_side() {
     );
     // ETS can cluster with the native policy's own hidden states instead of MiniLM; on
     // mistral.rs that is refused by name.
-    for (engine, works) in [(EngineChoice::Native, true), (EngineChoice::MistralRs, false)] {
+    for (engine, works) in [
+        (EngineChoice::Native, true),
+        (EngineChoice::MistralRs, false),
+    ] {
         let mut request = tiny_solve(problem, Method::Ets, 3, 8, 5);
         request.config.max_depth = 2;
         request.config.max_total_tokens = 16;
