@@ -18,12 +18,22 @@
 
 use rayon::prelude::*;
 
-/// K and V of one segment, token-major (`[tokens, kv_heads, head_dim]`).
-#[derive(Clone, Copy)]
-pub(crate) struct KvSlice<'a> {
-    pub k: &'a [f32],
-    pub v: &'a [f32],
+use super::kv::KvElem;
+
+/// K and V of one segment, token-major (`[tokens, kv_heads, head_dim]`), in the model's
+/// stored precision `T` (widened to f32 one head row at a time).
+pub(crate) struct KvSlice<'a, T> {
+    pub k: &'a [T],
+    pub v: &'a [T],
 }
+
+impl<T> Clone for KvSlice<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for KvSlice<'_, T> {}
 
 /// Head layout of the attention.
 #[derive(Clone, Copy)]
@@ -47,10 +57,10 @@ struct Use {
 }
 
 /// Attention output `[rows, heads, head_dim]` for queries `q` (same layout, RoPE applied).
-pub(crate) fn tree_attention(
+pub(crate) fn tree_attention<T: KvElem>(
     q: &[f32],
     shape: Heads,
-    slices: &[KvSlice<'_>],
+    slices: &[KvSlice<'_, T>],
     parts: &RowParts,
 ) -> Vec<f32> {
     let Heads {
@@ -103,19 +113,22 @@ pub(crate) fn tree_attention(
             };
             let scale = 1.0 / (hd as f32).sqrt();
             let group = heads / kv_heads;
+            // One key or value head row, widened to f32.
+            let mut wide = vec![0f32; hd];
             // Pass 1: scores, segment by segment.
             for (s, users) in users.iter().enumerate() {
                 let slice = slices[s];
                 for u in users {
                     let local = u.row - first;
                     let len = row_len(local);
-                    for h in 0..heads {
-                        let g = h / group;
-                        let qh = &q[u.row * width + h * hd..][..hd];
-                        let base = score_start[local] + h * len + u.offset;
-                        for t in 0..u.visible {
-                            let k = &slice.k[(t * kv_heads + g) * hd..][..hd];
-                            scores[base + t] = dot(qh, k) * scale;
+                    for t in 0..u.visible {
+                        for g in 0..kv_heads {
+                            T::widen(&slice.k[(t * kv_heads + g) * hd..][..hd], &mut wide);
+                            for h in g * group..(g + 1) * group {
+                                let qh = &q[u.row * width + h * hd..][..hd];
+                                let at = score_start[local] + h * len + u.offset + t;
+                                scores[at] = dot(qh, &wide) * scale;
+                            }
                         }
                     }
                 }
@@ -139,16 +152,16 @@ pub(crate) fn tree_attention(
                 for u in users {
                     let local = u.row - first;
                     let len = row_len(local);
-                    for h in 0..heads {
-                        let g = h / group;
-                        let i = local * heads + h;
-                        let base = score_start[local] + h * len + u.offset;
-                        let acc = &mut out[local * width + h * hd..][..hd];
-                        for t in 0..u.visible {
-                            let p = (scores[base + t] - max[i]).exp();
-                            sum[i] += p;
-                            let v = &slice.v[(t * kv_heads + g) * hd..][..hd];
-                            axpy(p, v, acc);
+                    for t in 0..u.visible {
+                        for g in 0..kv_heads {
+                            T::widen(&slice.v[(t * kv_heads + g) * hd..][..hd], &mut wide);
+                            for h in g * group..(g + 1) * group {
+                                let i = local * heads + h;
+                                let at = score_start[local] + h * len + u.offset + t;
+                                let p = (scores[at] - max[i]).exp();
+                                sum[i] += p;
+                                axpy(p, &wide, &mut out[local * width + h * hd..][..hd]);
+                            }
                         }
                     }
                 }

@@ -11,9 +11,10 @@
 use std::path::Path;
 
 use candle_core::{Device, Module, Tensor};
+use half::f16;
 
 use super::attention::{tree_attention, Heads, KvSlice, RowParts};
-use super::kv::{with_slices, KvSegment, PendingKv};
+use super::kv::{with_slices, KvElem, KvPrecision, KvSegment, PendingKv};
 use super::model::{self, apply_rope, ModelConfig, WeightMode, Weights};
 use super::text::GgufText;
 use crate::error::Error;
@@ -213,17 +214,10 @@ impl NativeEngine {
                     [k, v]
                 })
                 .collect();
-            let attn = with_slices(&seg_tensors, |data| {
-                let mut slices: Vec<KvSlice<'_>> = data
-                    .chunks_exact(2)
-                    .map(|kv| KvSlice { k: kv[0], v: kv[1] })
-                    .collect();
-                for p in pending.iter() {
-                    let (k, v) = p.layer(l);
-                    slices.push(KvSlice { k, v });
-                }
-                tree_attention(&q, shape, &slices, &parts)
-            })?;
+            let attn = match cfg.kv_precision {
+                KvPrecision::F16 => attend::<f16>(&q, shape, &seg_tensors, pending, l, &parts)?,
+                KvPrecision::F32 => attend::<f32>(&q, shape, &seg_tensors, pending, l, &parts)?,
+            };
             let attn =
                 Tensor::from_vec(attn, (rows, cfg.heads * cfg.head_dim), &dev).map_err(candle)?;
             let o = layer.wo.forward(&attn).map_err(candle)?;
@@ -317,4 +311,27 @@ impl NativeEngine {
             .swap_remove(0)
             .logits)
     }
+}
+
+/// Attention of layer `l` over the batch's segments (`segments`: K and V tensors of each, in
+/// order) and every sequence's pending K/V, all stored as `T`.
+fn attend<T: KvElem>(
+    q: &[f32],
+    shape: Heads,
+    segments: &[&Tensor],
+    pending: &[&mut PendingKv],
+    l: usize,
+    parts: &RowParts,
+) -> Result<Vec<f32>, Error> {
+    with_slices::<T, _>(segments, |data| {
+        let mut slices: Vec<KvSlice<'_, T>> = data
+            .chunks_exact(2)
+            .map(|kv| KvSlice { k: kv[0], v: kv[1] })
+            .collect();
+        for p in pending {
+            let (k, v) = p.layer::<T>(l);
+            slices.push(KvSlice { k, v });
+        }
+        tree_attention(q, shape, &slices, parts)
+    })
 }

@@ -30,7 +30,7 @@ mod text;
 
 pub use embed::{PolicyStepEmbedder, StepEmbeddings};
 pub use engine::{Logits, NativeEngine, SeqInput, SeqOutput};
-pub use kv::{KvSegment, PendingKv};
+pub use kv::{KvPrecision, KvSegment, PendingKv};
 pub use model::{gguf_architecture, ModelConfig, RopeStyle, WeightMode, NATIVE_ARCHITECTURES};
 pub use policy::{NativePolicy, NativePolicyOptions};
 pub use prm::{NativeReward, ScoreLayout};

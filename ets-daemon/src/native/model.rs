@@ -14,6 +14,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Tensor};
 
+use super::kv::KvPrecision;
 use crate::error::Error;
 
 /// Which elements RoPE rotates together.
@@ -29,11 +30,13 @@ pub enum RopeStyle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightMode {
     /// Quantized weights; activations are quantized to the weights' dot-product type (8-bit
-    /// for Q8_0), as candle's `QMatMul` does. Fast; what mistral.rs runs by default.
+    /// for Q8_0), as candle's `QMatMul` does. Fast; what mistral.rs runs by default. K/V is
+    /// stored in f16.
     #[default]
     Quantized,
     /// Weights dequantized to f32 and f32 matmuls, as mistral.rs runs when
-    /// `CANDLE_DEQUANTIZE_ALL` is set. 4x the weight memory; no activation rounding.
+    /// `CANDLE_DEQUANTIZE_ALL` is set. 4x the weight memory; no activation rounding; K/V
+    /// stored in f32.
     F32,
 }
 
@@ -62,15 +65,17 @@ pub struct ModelConfig {
     pub rope_linear_factor: f32,
     /// Pairing of rotated elements.
     pub rope_style: RopeStyle,
+    /// Element type of the stored K/V: f16 with quantized weights, f32 with f32 weights.
+    pub kv_precision: KvPrecision,
 }
 
 impl ModelConfig {
-    /// Bytes of K and V one token takes over all layers (f32).
+    /// Bytes of K and V one token takes over all layers, in the stored precision.
     pub fn kv_bytes_per_token(&self) -> u64 {
-        (self.layers * 2 * self.kv_heads * self.head_dim * 4) as u64
+        (self.layers * 2 * self.kv_heads * self.head_dim * self.kv_precision.bytes()) as u64
     }
 
-    /// Floats of K (or V) one token takes in one layer.
+    /// Elements of K (or V) one token takes in one layer.
     pub fn kv_row(&self) -> usize {
         self.kv_heads * self.head_dim
     }
@@ -239,6 +244,10 @@ pub(crate) fn load(
         rope_base,
         rope_linear_factor,
         rope_style,
+        kv_precision: match mode {
+            WeightMode::Quantized => KvPrecision::F16,
+            WeightMode::F32 => KvPrecision::F32,
+        },
         arch,
     };
     if config.heads % config.kv_heads != 0 {

@@ -43,7 +43,14 @@ pub async fn serve(daemon: Arc<Daemon>, stream: Stream, conn: u64) {
     let writer = tokio::spawn(write_loop(stream.clone(), rx));
     let reason = read_loop(&daemon, &stream, conn, &outbox).await;
     tracing::debug!(conn, reason, "connection closing");
-    let stopped = daemon.jobs.stop_connection(conn, StopReason::ClientGone);
+    // A connection closed by the shutdown leaves its jobs to the shutdown's own stop, so they
+    // end as "shutting down", not as cancelled by a client that left.
+    let why = if daemon.is_shutting_down() {
+        StopReason::ShuttingDown
+    } else {
+        StopReason::ClientGone
+    };
+    let stopped = daemon.jobs.stop_connection(conn, why);
     if stopped > 0 {
         tracing::info!(conn, jobs = stopped, "client left: its jobs are cancelled");
     }
