@@ -10,7 +10,9 @@ use ets_core::{BackendError, Embedder, Policy, Reward};
 
 use super::registry::{Loaded, ModelLease};
 use crate::backend::{BertEmbedder, MistralPolicy, MistralReward, PolicyOptions, PrmProfile};
-use crate::native::{NativePolicy, NativePolicyOptions, NativeReward, PolicyStepEmbedder};
+use crate::native::{
+    NativeEngine, NativePolicy, NativePolicyOptions, NativeReward, PolicyStepEmbedder,
+};
 
 /// The embedder name that means "the policy's own hidden states" (native engine only).
 pub(super) const POLICY_EMBEDDER: &str = "policy";
@@ -35,15 +37,10 @@ pub(super) fn kv_bytes_per_token(lease: &ModelLease) -> u64 {
     }
 }
 
-/// Whether the PRM of `lease` keeps K/V across scores (the native engine does; mistral.rs
-/// re-prefills every trajectory and keeps nothing).
-pub(super) fn prm_keeps_kv(lease: &ModelLease) -> bool {
-    matches!(lease.loaded(), Loaded::Native(_))
-}
-
-/// Whether the engine of `lease` runs a call's requests as one batch (native) rather than one
-/// after another (mistral.rs, see `LlmEngine::run`).
-pub(super) fn batches(lease: &ModelLease) -> bool {
+/// Whether `lease` runs on the native engine. Its backends keep K/V across calls (mistral.rs
+/// keeps none: its PRM re-prefills every trajectory) and run a call's requests as one batch
+/// (mistral.rs runs them one after another, see `LlmEngine::run`).
+pub(super) fn is_native(lease: &ModelLease) -> bool {
     matches!(lease.loaded(), Loaded::Native(_))
 }
 
@@ -54,30 +51,30 @@ pub(super) fn policy(lease: &ModelLease, cache_bytes: u64) -> Result<Box<dyn Pol
             engine.clone(),
             PolicyOptions::default(),
         ))),
-        Loaded::Native(_) => Ok(Box::new(native_policy(lease, cache_bytes)?)),
+        Loaded::Native(engine) => Ok(Box::new(native_policy(engine, cache_bytes))),
         Loaded::Embedder(_) => Err("the policy model is an embedder, not a causal LM".into()),
     }
 }
 
-fn native_policy(lease: &ModelLease, cache_bytes: u64) -> Result<NativePolicy, String> {
-    let Loaded::Native(engine) = lease.loaded() else {
-        return Err(format!(
-            "the `{POLICY_EMBEDDER}` embedder reads the native engine's hidden states, but the \
-             policy runs on mistral.rs; run it with --engine native or name an embedding model"
-        ));
-    };
-    Ok(NativePolicy::new(
+fn native_policy(engine: &Arc<NativeEngine>, cache_bytes: u64) -> NativePolicy {
+    NativePolicy::new(
         engine.clone(),
         NativePolicyOptions {
             prompt: PolicyOptions::default(),
             max_cached_bytes: cache_bytes,
         },
-    ))
+    )
 }
 
-/// Whether the policy on `lease` can also embed steps (`--embedder policy`).
-pub(super) fn check_policy_embedder(lease: &ModelLease) -> Result<(), String> {
-    native_policy(lease, 0).map(drop)
+/// The policy's engine when it can also embed steps (`--embedder policy`): native only.
+pub(super) fn policy_embedder_engine(lease: &ModelLease) -> Result<&Arc<NativeEngine>, String> {
+    match lease.loaded() {
+        Loaded::Native(engine) => Ok(engine),
+        _ => Err(format!(
+            "the `{POLICY_EMBEDDER}` embedder reads the native engine's hidden states, but the \
+             policy runs on mistral.rs; run it with --engine native or name an embedding model"
+        )),
+    }
 }
 
 /// A job's policy and, when it needs one, its step embedder.
@@ -102,9 +99,10 @@ pub(super) fn policy_and_embedder(
             ))
         }
         JobEmbedder::Policy => {
-            let mut policy = native_policy(lease, cache_bytes)?;
+            let engine = policy_embedder_engine(lease)?;
+            let mut policy = native_policy(engine, cache_bytes);
             let store = policy.record_step_embeddings();
-            let embedder = PolicyStepEmbedder::new(policy.engine().clone(), store);
+            let embedder = PolicyStepEmbedder::new(engine.clone(), store);
             Ok((Box::new(policy), Some(Box::new(embedder))))
         }
     }

@@ -208,7 +208,7 @@ async fn load_models(daemon: &Daemon, request: &SolveRequest) -> Result<JobModel
     let embedder = if !needs_embedder {
         JobEmbedder::None
     } else if name == POLICY_EMBEDDER {
-        backends::check_policy_embedder(&policy)?;
+        backends::policy_embedder_engine(&policy)?;
         JobEmbedder::Policy
     } else {
         JobEmbedder::Model(
@@ -255,7 +255,7 @@ async fn kv_estimate(
         let tokens = prompt.saturating_add(width.saturating_mul(max_tokens));
         let policy = tokens.saturating_mul(backends::kv_bytes_per_token(&models.policy));
         // The PRM's render adds its own header; the prompt's length stands in for it.
-        let prm = if backends::prm_keeps_kv(&models.prm) {
+        let prm = if backends::is_native(&models.prm) {
             tokens.saturating_mul(backends::kv_bytes_per_token(&models.prm))
         } else {
             0
@@ -281,7 +281,7 @@ fn search(
     )?;
     let mut policy = Interruptible {
         inner: policy,
-        one_at_a_time: !backends::batches(&models.policy),
+        one_at_a_time: !backends::is_native(&models.policy),
         job,
     };
     let mut reward = Interruptible {
@@ -290,7 +290,7 @@ fn search(
             &models.profile,
             reservation.prm.max(MIN_CACHE_BYTES),
         )?,
-        one_at_a_time: !backends::batches(&models.prm),
+        one_at_a_time: !backends::is_native(&models.prm),
         job,
     };
     let solver = BranchAndBound {

@@ -13,3 +13,5 @@ mod policy;
 mod prm;
 mod search;
 mod support;
+#[path = "../common/test_store.rs"]
+mod test_store;

@@ -4,20 +4,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use ets_core::{ExpandRequest, Policy, SamplingConfig};
 use ets_daemon::backend::{LlmEngine, LoadOptions, MistralPolicy, PolicyOptions};
-use ets_daemon::store::{Store, MINILM_L6, SMOLLM2_135M};
+use ets_daemon::store::{MINILM_L6, SMOLLM2_135M};
 
-/// The store the tests read models from; the test models are pulled into it on first use (a
-/// no-op when they are there), so `cargo test` needs no set-up step.
-pub fn store() -> Store {
-    static PULLED: OnceLock<()> = OnceLock::new();
-    let store = Store::open_default().unwrap_or_else(|e| panic!("{e}"));
-    PULLED.get_or_init(|| {
-        store
-            .ensure_pulled(&[SMOLLM2_135M, MINILM_L6])
-            .unwrap_or_else(|e| panic!("pulling the test models: {e}"))
-    });
-    store
-}
+pub use crate::test_store::store;
 
 /// The small model, loaded once for the whole binary.
 pub fn engine() -> Arc<LlmEngine> {

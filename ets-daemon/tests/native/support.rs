@@ -4,22 +4,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use ets_daemon::backend::{LlmEngine, LoadOptions, ModelFiles};
 use ets_daemon::native::{NativeEngine, WeightMode};
-use ets_daemon::store::{Store, MINILM_L6, SMOLLM2_135M};
+use ets_daemon::store::SMOLLM2_135M;
 
 pub const PROBLEM: &str =
     "Tom has 3 boxes with 4 apples in each box. He eats 2 apples. How many apples are left?";
 
-/// The store, with the test models pulled on first use (a no-op when they are there).
-pub fn store() -> Store {
-    static PULLED: OnceLock<()> = OnceLock::new();
-    let store = Store::open_default().unwrap_or_else(|e| panic!("{e}"));
-    PULLED.get_or_init(|| {
-        store
-            .ensure_pulled(&[SMOLLM2_135M, MINILM_L6])
-            .unwrap_or_else(|e| panic!("pulling the test models: {e}"))
-    });
-    store
-}
+pub use crate::test_store::store;
 
 fn files() -> ModelFiles {
     store()
