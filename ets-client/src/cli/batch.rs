@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use ets_client::{Client, ClientError, JobResult};
+use ets_client::{ClientError, JobResult};
 use ets_core::Method;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Map, Value};
-use tokio::task::JoinSet;
 
+use super::queue::{solve_all, QueueEnd};
 use super::search_args::{Overrides, SearchArgs};
 use super::{exit, print_json, Globals, Interrupts, UsageError};
 
@@ -287,36 +287,7 @@ pub async fn run(g: &Globals, args: BatchArgs) -> anyhow::Result<u8> {
     let bar = progress_bar(todo.len() as u64, skipped);
     let mut interrupted = false;
     if !todo.is_empty() {
-        let client = tokio::select! {
-            client = g.connect(true) => client?,
-            _ = interrupts.recv() => {
-                eprintln!("ets: interrupted while connecting; nothing was started");
-                return Ok(exit::CANCELLED);
-            }
-        };
-        let mut queue = todo.into_iter();
-        let mut running = JoinSet::new();
-        loop {
-            while running.len() < args.concurrency as usize {
-                let Some((item, request)) = queue.next() else {
-                    break;
-                };
-                let client: Client = client.clone();
-                running.spawn(async move {
-                    let result = async { client.solve(request).await?.wait().await }.await;
-                    (item, result)
-                });
-            }
-            let (item, result) = tokio::select! {
-                joined = running.join_next() => match joined {
-                    None => break,
-                    Some(joined) => joined.context("a batch task panicked")?,
-                },
-                _ = interrupts.recv() => {
-                    interrupted = true;
-                    break;
-                }
-            };
+        let on_result = |item: Item, result: Result<JobResult, ClientError>| {
             match result {
                 Ok(result) => {
                     write(&ok_line(&item, &result))?;
@@ -338,8 +309,21 @@ pub async fn run(g: &Globals, args: BatchArgs) -> anyhow::Result<u8> {
             }
             bar.inc(1);
             bar.set_message(format!("{failed} failed"));
+            Ok(())
+        };
+        match solve_all(
+            g,
+            &mut interrupts,
+            todo,
+            args.concurrency as usize,
+            on_result,
+        )
+        .await?
+        {
+            QueueEnd::NotStarted => return Ok(exit::CANCELLED),
+            QueueEnd::Interrupted => interrupted = true,
+            QueueEnd::Finished => {}
         }
-        // Dropping the tasks drops their jobs, which cancels them.
     }
     bar.finish_and_clear();
     let summary = json!({

@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use ets_client::{Client, ClientError, JobResult, SolveRequest};
+use ets_client::{ClientError, JobResult, SolveRequest};
 use ets_core::answer::Dataset;
 use ets_core::eval::{
     infer_grader, load_problems, select_problems, CellKey, EvalRecord, Layout, Problem,
 };
 use ets_core::Method;
-use tokio::task::JoinSet;
 
 use super::batch::{failure, open_output_by, progress_bar};
+use super::queue::{solve_all, QueueEnd};
 use super::search_args::{Overrides, SearchArgs};
 use super::{eval_output, exit, Globals, Interrupts, UsageError};
 
@@ -258,10 +258,7 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
             skipped += 1;
         } else {
             todo.push((
-                p.clone(),
-                m,
-                w,
-                s,
+                (p.clone(), m, w, s),
                 request(&args.search, plan.grader, p, (m, w, s))?,
             ));
         }
@@ -282,37 +279,8 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
     let (mut failed, mut interrupted) = (0usize, false);
     if !todo.is_empty() {
         let bar = progress_bar(todo.len() as u64, skipped);
-        let client = tokio::select! {
-            client = g.connect(true) => client?,
-            _ = interrupts.recv() => {
-                eprintln!("ets: interrupted while connecting; nothing was started");
-                return Ok(exit::CANCELLED);
-            }
-        };
-        let mut queue = todo.into_iter();
-        let mut running = JoinSet::new();
-        loop {
-            while running.len() < args.concurrency as usize {
-                let Some((p, m, w, s, request)) = queue.next() else {
-                    break;
-                };
-                let client: Client = client.clone();
-                running.spawn(async move {
-                    let result: Result<JobResult, ClientError> =
-                        async { client.solve(request).await?.wait().await }.await;
-                    ((p, m, w, s), result)
-                });
-            }
-            let ((p, m, w, s), result) = tokio::select! {
-                joined = running.join_next() => match joined {
-                    None => break,
-                    Some(joined) => joined.context("an eval task panicked")?,
-                },
-                _ = interrupts.recv() => {
-                    interrupted = true;
-                    break;
-                }
-            };
+        let on_result = |(p, m, w, s): (Problem, Method, usize, u64),
+                         result: Result<JobResult, ClientError>| {
             let cell = format!("{} {} w={} seed={}", p.id, m.name(), w, s);
             match result {
                 Ok(result) => {
@@ -344,6 +312,20 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
             }
             bar.inc(1);
             bar.set_message(format!("{failed} failed"));
+            Ok(())
+        };
+        match solve_all(
+            g,
+            &mut interrupts,
+            todo,
+            args.concurrency as usize,
+            on_result,
+        )
+        .await?
+        {
+            QueueEnd::NotStarted => return Ok(exit::CANCELLED),
+            QueueEnd::Interrupted => interrupted = true,
+            QueueEnd::Finished => {}
         }
         bar.finish_and_clear();
     }

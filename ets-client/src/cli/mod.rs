@@ -15,6 +15,7 @@ mod admin;
 mod batch;
 mod eval;
 mod eval_output;
+mod queue;
 mod render;
 mod search_args;
 mod serve;
