@@ -105,12 +105,42 @@ fn plot_kv_per_depth(path: &Path, width: usize, cells: &[&CellSummary]) -> DrawR
             .enumerate()
             .map(|(i, &t)| ((i + 1) as f64, t))
             .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
-            .label(cell.method.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+        line_with_points(&mut chart, points, &cell.method, c, 3)?;
     }
+    finish(chart, &root)
+}
+
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// One labelled line with a dot of `radius` at each point.
+fn line_with_points(
+    chart: &mut Chart<'_, '_>,
+    points: Vec<(f64, f64)>,
+    label: &str,
+    c: RGBColor,
+    radius: i32,
+) -> DrawResult {
+    chart
+        .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
+        .label(label.to_owned())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    chart.draw_series(
+        points
+            .into_iter()
+            .map(|p| Circle::new(p, radius, c.filled())),
+    )?;
+    Ok(())
+}
+
+/// Draws the legend and writes the file.
+fn finish<'a, 'b: 'a>(
+    mut chart: Chart<'a, 'b>,
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+) -> DrawResult {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
@@ -146,17 +176,7 @@ fn plot_accuracy_vs_kv(path: &Path, cells: &[CellSummary]) -> DrawResult {
             .filter(|cell| cell.method == method)
             .map(|cell| (cell.mean_live_tokens, cell.accuracy))
             .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
-            .label(method.to_owned())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, c.filled())))?;
+        line_with_points(&mut chart, points, method, c, 4)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(chart, &root)
 }
