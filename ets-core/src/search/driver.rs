@@ -132,13 +132,14 @@ impl<'a, 't> Driver<'a, 't> {
         });
 
         let mut plan: Plan = vec![(0, self.config.width)];
+        let mut contexts = self.contexts(&plan)?;
         let mut end = None;
         for depth in 1..=self.config.max_depth {
             if self.stop {
                 end = Some(EndReason::Stopped);
                 break;
             }
-            let created = self.expand(depth, &plan)?;
+            let created = self.expand(depth, &plan, &contexts)?;
             let mut record = DepthRecord::new(depth, plan.len(), created.len());
             self.stats.depths = depth;
             if self.stop {
@@ -205,7 +206,8 @@ impl<'a, 't> Driver<'a, 't> {
                 break;
             }
             plan = next;
-            self.announce_live(depth, &plan)?;
+            contexts = self.contexts(&plan)?;
+            self.announce_live(depth, &plan, &contexts)?;
         }
         let end = end.unwrap_or(EndReason::DepthCap);
         self.finish_stats(started);
@@ -222,11 +224,12 @@ impl<'a, 't> Driver<'a, 't> {
 
     /// Tells the backends which nodes the next depth expands, so they can free cached state
     /// of everything else.
-    fn announce_live(&mut self, depth: usize, plan: &Plan) -> Result<(), SearchError> {
-        let contexts = plan
-            .iter()
-            .map(|&(i, _)| self.lease.tree().path_tokens(self.nodes[i].kv))
-            .collect::<Result<Vec<_>, _>>()?;
+    fn announce_live(
+        &mut self,
+        depth: usize,
+        plan: &Plan,
+        contexts: &[Vec<u32>],
+    ) -> Result<(), SearchError> {
         let context_refs: Vec<&[u32]> = contexts.iter().map(Vec::as_slice).collect();
         self.backends
             .policy
@@ -249,15 +252,25 @@ impl<'a, 't> Driver<'a, 't> {
             .map_err(Self::backend_error(BackendKind::Reward, depth))
     }
 
-    /// Samples children for every planned node; returns the new nodes' indices.
-    fn expand(&mut self, depth: usize, plan: &Plan) -> Result<Vec<usize>, SearchError> {
-        let contexts = plan
+    /// The full token context of every planned node.
+    fn contexts(&self, plan: &Plan) -> Result<Vec<Vec<u32>>, SearchError> {
+        Ok(plan
             .iter()
             .map(|&(i, _)| self.lease.tree().path_tokens(self.nodes[i].kv))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Samples children for every planned node (`contexts`: their full token contexts);
+    /// returns the new nodes' indices.
+    fn expand(
+        &mut self,
+        depth: usize,
+        plan: &Plan,
+        contexts: &[Vec<u32>],
+    ) -> Result<Vec<usize>, SearchError> {
         let requests: Vec<ExpandRequest<'_>> = plan
             .iter()
-            .zip(&contexts)
+            .zip(contexts)
             .map(|(&(i, n), context)| {
                 let node = &self.nodes[i].record;
                 ExpandRequest {

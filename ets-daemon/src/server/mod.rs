@@ -9,6 +9,7 @@
 //! - `registry`: models loaded once, shared, kept warm, pinned, unloaded.
 //! - `jobs`: the job table, the FIFO queue with search slots and KV reservations, stop flags.
 //! - `runner`: one job from acceptance to its final message; the search runs on a plain thread.
+//! - `backends`: a job's policy, PRM and embedder on the engine its models were loaded on.
 //! - `report`: counters, status, the store listing, Prometheus metrics.
 //!
 //! State lives in one [`Daemon`] shared by every task; a search's KV tree lives on its own
