@@ -1,6 +1,6 @@
 //! A small parser and evaluator for the arithmetic found in final answers.
 //!
-//! It reads the output of [`super::normalize::prm_normalize`]: LaTeX (`\frac`, `\sqrt[n]{}`,
+//! It reads the output of [`super::lenient_normalize::lenient_normalize`]: LaTeX (`\frac`, `\sqrt[n]{}`,
 //! `\pi`, `\infty`, `\cdot`, `\times`, `\div`, `^`, `\sin` and friends, greek letters) mixed with
 //! plain text (`3/4`, `sqrt(2)`, `pi`, `2x`). Single letters and greek letters are variables;
 //! juxtaposition multiplies, except that an integer directly followed by `\frac{int}{int}` is a

@@ -10,7 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::expr::{close, Expr};
-use super::normalize::{int_literal, math_normalize, prm_normalize};
+use super::hendrycks::math_normalize;
+use super::lenient_normalize::{int_literal, lenient_normalize};
 
 /// Which benchmark's answer conventions apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -33,7 +34,7 @@ pub fn answers_equal(dataset: Dataset, given: &str, reference: &str) -> bool {
 /// Whether the MATH answer `given` is equivalent to `reference`, following PRM800K's grader.
 ///
 /// 1. Equal under [`math_normalize`] (Hendrycks): equivalent.
-/// 2. Equal under [`prm_normalize`]: equivalent. An empty given answer is not.
+/// 2. Equal under [`lenient_normalize`]: equivalent. An empty given answer is not.
 /// 3. Unions (`A \cup B`) compare part by part; matrices (`\begin{pmatrix}…`) need the same
 ///    shape and compare entry by entry; a bracketed tuple, interval or set (`(a,b]`, `\{a,b\}`)
 ///    or a bare list `a, b` compares element by element, in order, and when the reference has
@@ -65,7 +66,7 @@ pub fn math_equal(given: &str, reference: &str) -> bool {
     if math_normalize(given) == math_normalize(reference) {
         return true;
     }
-    let (given, reference) = (prm_normalize(given), prm_normalize(reference));
+    let (given, reference) = (lenient_normalize(given), lenient_normalize(reference));
     if given == reference {
         return true;
     }

@@ -9,7 +9,7 @@
 //! Layout:
 //! - `extract`: [`extract_answer`], [`last_boxed`], [`answer_is`], [`gsm8k_hash`],
 //!   [`gsm8k_reference`], [`strip_calculator_annotations`].
-//! - `normalize`: [`math_normalize`] (Hendrycks' MATH normalizer) and [`prm_normalize`]
+//! - `normalize`: [`math_normalize`] (Hendrycks' MATH normalizer) and [`lenient_normalize`]
 //!   (PRM800K's second normalizer).
 //! - `grade`: [`math_equal`] (PRM800K's grading rules), [`gsm8k_equal`], [`answers_equal`].
 //! - `expr` (private): the arithmetic parser and numeric evaluator behind `math_equal`.
@@ -25,7 +25,9 @@
 mod expr;
 mod extract;
 mod grade;
-mod normalize;
+mod hendrycks;
+mod lenient_normalize;
+mod prm800k;
 mod vote;
 
 #[cfg(test)]
@@ -36,5 +38,7 @@ pub use extract::{
     strip_calculator_annotations,
 };
 pub use grade::{answers_equal, gsm8k_equal, math_equal, Dataset};
-pub use normalize::{math_normalize, prm_normalize};
+pub use hendrycks::math_normalize;
+pub use lenient_normalize::lenient_normalize;
+pub use prm800k::{prm800k_equal, prm800k_normalize};
 pub use vote::{aggregate, vote, StepAggregate, VoteCandidate, VoteOutcome, VoteRule};
