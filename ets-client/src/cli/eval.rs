@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use ets_client::{ClientError, JobResult, SolveRequest};
-use ets_core::answer::Dataset;
+use ets_core::answer::{Dataset, Grader};
 use ets_core::eval::{
     infer_grader, load_problems, select_problems, CellKey, EvalRecord, Layout, Problem,
 };
@@ -39,9 +39,16 @@ pub struct EvalArgs {
     #[arg(long, value_name = "NAME|FILE")]
     pub dataset: String,
 
-    /// Grader for a file of your own [default: gsm8k for GSM8K-shaped lines, else math].
+    /// Grader of MATH answers (and of GSM8K answers that are not plain numbers): prm800k
+    /// (PRM800K's grader, as most papers report) or lenient (mathematical equivalence, kinder to
+    /// notation). Recorded in results.jsonl and summary.json.
+    #[arg(long, value_name = "prm800k|lenient", default_value = "prm800k")]
+    pub grader: String,
+
+    /// Answer conventions for a file of your own [default: gsm8k for GSM8K-shaped lines, else
+    /// math].
     #[arg(long, value_name = "math|gsm8k")]
-    pub grader: Option<String>,
+    pub answers: Option<String>,
 
     /// Run only the first N problems (after --ids).
     #[arg(long, value_name = "N")]
@@ -88,10 +95,11 @@ pub struct EvalArgs {
     pub search: SearchArgs,
 }
 
-/// The validated eval plan: problems, grader and every cell's request.
+/// The validated eval plan: problems, answer conventions, grader and every cell's request.
 struct Plan {
     dataset: String,
-    grader: Dataset,
+    answers: Dataset,
+    grader: Grader,
     problems: Vec<Problem>,
     methods: Vec<Method>,
     widths: Vec<usize>,
@@ -120,18 +128,42 @@ fn results_key(line: &str) -> Option<String> {
         .map(|r| key_string(&r.key()))
 }
 
-fn parse_grader(name: &str) -> Result<Dataset, UsageError> {
+fn parse_answers(name: &str) -> Option<Dataset> {
     match name {
-        "math" | "math500" => Ok(Dataset::Math),
-        "gsm8k" => Ok(Dataset::Gsm8k),
-        other => Err(UsageError(format!(
-            "--grader: unknown grader `{other}` (expected math or gsm8k)"
-        ))),
+        "math" | "math500" => Some(Dataset::Math),
+        "gsm8k" => Some(Dataset::Gsm8k),
+        _ => None,
+    }
+}
+
+/// `--grader` and `--answers`. `--grader math|gsm8k`, the spelling of `--answers` before
+/// graders could be chosen, is still read as `--answers` (with a warning).
+fn parse_grading(args: &EvalArgs) -> Result<(Grader, Option<Dataset>), UsageError> {
+    let answers = match &args.answers {
+        Some(a) => Some(parse_answers(a).ok_or_else(|| {
+            UsageError(format!(
+                "--answers: unknown answer conventions `{a}` (expected math or gsm8k)"
+            ))
+        })?),
+        None => None,
+    };
+    match (args.grader.parse::<Grader>(), parse_answers(&args.grader)) {
+        (Ok(grader), _) => Ok((grader, answers)),
+        (Err(_), Some(old)) if answers.is_none() => {
+            eprintln!(
+                "ets: warning: --grader {} now means --answers {}; the grader is prm800k \
+                 (--grader prm800k|lenient)",
+                args.grader, args.grader
+            );
+            Ok((Grader::default(), Some(old)))
+        }
+        (Err(e), _) => Err(UsageError(format!("--grader: {e}"))),
     }
 }
 
 fn plan(args: &EvalArgs) -> anyhow::Result<Plan> {
-    let (name, text, layout, grader) = match args.dataset.as_str() {
+    let (grader, answers_override) = parse_grading(args)?;
+    let (name, text, layout, answers) = match args.dataset.as_str() {
         "math500" => (
             "math500".to_owned(),
             MATH500.to_owned(),
@@ -147,8 +179,8 @@ fn plan(args: &EvalArgs) -> anyhow::Result<Plan> {
         path if path.ends_with(".jsonl") || Path::new(path).exists() => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--dataset: cannot read {path}"))?;
-            let grader = infer_grader(&text);
-            (path.to_owned(), text, Layout::Generic, grader)
+            let answers = infer_grader(&text);
+            (path.to_owned(), text, Layout::Generic, answers)
         }
         other => {
             return Err(UsageError(format!(
@@ -157,10 +189,7 @@ fn plan(args: &EvalArgs) -> anyhow::Result<Plan> {
             .into())
         }
     };
-    let grader = match &args.grader {
-        Some(g) => parse_grader(g)?,
-        None => grader,
-    };
+    let answers = answers_override.unwrap_or(answers);
     let problems = load_problems(&name, &text, layout)?;
     let problems = select_problems(problems, &args.ids, args.limit)?;
     if problems.is_empty() {
@@ -189,6 +218,7 @@ fn plan(args: &EvalArgs) -> anyhow::Result<Plan> {
     }
     Ok(Plan {
         dataset: name,
+        answers,
         grader,
         problems,
         methods,
@@ -223,12 +253,12 @@ impl Plan {
 /// "####" to the answer markers (small models end GSM8K answers with it).
 fn request(
     search: &SearchArgs,
-    grader: Dataset,
+    answers: Dataset,
     p: &Problem,
     (method, width, seed): (Method, usize, u64),
 ) -> Result<SolveRequest, UsageError> {
     let mut search = search.clone();
-    if grader == Dataset::Gsm8k && !search.answer_markers.iter().any(|m| m == "####") {
+    if answers == Dataset::Gsm8k && !search.answer_markers.iter().any(|m| m == "####") {
         search.answer_markers.push("####".to_owned());
     }
     let overrides = Overrides {
@@ -259,7 +289,7 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
         } else {
             todo.push((
                 (p.clone(), m, w, s),
-                request(&args.search, plan.grader, p, (m, w, s))?,
+                request(&args.search, plan.answers, p, (m, w, s))?,
             ));
         }
     }
@@ -284,8 +314,16 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
             let cell = format!("{} {} w={} seed={}", p.id, m.name(), w, s);
             match result {
                 Ok(result) => {
-                    let record =
-                        EvalRecord::new(&p, m, w, s, plan.grader, result.job, result.outcome);
+                    let record = EvalRecord::new(
+                        &p,
+                        m,
+                        w,
+                        s,
+                        plan.answers,
+                        plan.grader,
+                        result.job,
+                        result.outcome,
+                    );
                     if record.kv_recount_tokens != record.outcome.stats.kv_metric_tokens {
                         bar.suspend(|| {
                             eprintln!(
@@ -335,7 +373,7 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
         .cells()
         .map(|(p, m, w, s)| key_string(&Plan::key(p, m, w, s)))
         .collect();
-    let summary = eval_output::write_reports(&args.out, &plan.dataset, &wanted)?;
+    let summary = eval_output::write_reports(&args.out, &plan.dataset, plan.grader, &wanted)?;
     if g.json {
         super::print_json(&summary)?;
     } else {
@@ -394,12 +432,13 @@ mod tests {
             "1,2",
         ]);
         let plan = plan(&args).unwrap();
-        assert_eq!(plan.grader, Dataset::Gsm8k);
+        assert_eq!(plan.answers, Dataset::Gsm8k);
+        assert_eq!(plan.grader, Grader::Prm800k);
         assert_eq!(plan.methods, Method::ALL);
         let cells: Vec<_> = plan.cells().collect();
         assert_eq!(cells.len(), 2 * 5 * 2 * 2);
         let (p, m, w, s) = cells[0];
-        let r = request(&args.search, plan.grader, p, (m, w, s)).unwrap();
+        let r = request(&args.search, plan.answers, p, (m, w, s)).unwrap();
         assert!(r.config.answer_markers.iter().any(|m| m == "####"));
         assert_eq!(
             (r.config.method, r.config.width, r.config.seed),

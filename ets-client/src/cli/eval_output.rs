@@ -6,19 +6,22 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::Context;
+use ets_core::answer::Grader;
 use ets_core::eval::{markdown_table, summarize, CellSummary, EvalSummary};
 use plotters::prelude::*;
 
 use super::eval::read_records;
 
-/// Summarises the `wanted` cells of `out/results.jsonl` and writes every report file.
+/// Summarises the `wanted` cells of `out/results.jsonl`, graded by `grader` (records graded
+/// otherwise are regraded from their trajectories), and writes every report file.
 pub fn write_reports(
     out: &Path,
     dataset: &str,
+    grader: Grader,
     wanted: &HashSet<String>,
 ) -> anyhow::Result<EvalSummary> {
     let records = read_records(&out.join("results.jsonl"), wanted)?;
-    let summary = summarize(dataset, &records);
+    let summary = summarize(dataset, grader, records);
     let write = |name: &str, text: String| {
         let path = out.join(name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))

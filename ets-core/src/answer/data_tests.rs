@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use super::{extract_answer, gsm8k_equal, gsm8k_reference, math_equal};
+use super::{extract_answer, gsm8k_equal, gsm8k_reference, lenient_equal};
 
 fn crate_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -116,7 +116,7 @@ fn rewrite_table_references_are_math500_answers() {
 fn rewrite_table_grades_as_marked() {
     let wrong: Vec<String> = rewrites()
         .iter()
-        .filter(|r| math_equal(&r.rewrite, &r.reference) != r.equal)
+        .filter(|r| lenient_equal(&r.rewrite, &r.reference) != r.equal)
         .map(|r| {
             let verdict = if r.equal { "=" } else { "!=" };
             format!("line {}: {} {verdict} {}", r.line, r.rewrite, r.reference)
@@ -131,18 +131,18 @@ fn every_math500_answer_equals_itself_and_survives_boxing() {
     assert_eq!(rows.len(), 500, "{MATH500} should hold 500 rows");
     let mut failures = Vec::new();
     for (answer, row) in &rows {
-        if !math_equal(answer, answer) {
+        if !lenient_equal(answer, answer) {
             failures.push(format!("self: {answer}"));
         }
         let text = format!("Therefore the answer is $\\boxed{{{answer}}}$.");
         match extract_answer(&text) {
-            Some(got) if math_equal(&got, answer) => {}
+            Some(got) if lenient_equal(&got, answer) => {}
             got => failures.push(format!("boxed: {answer} -> {got:?}")),
         }
         // The reference solution's own box grades equal to the reference answer.
         let solution = row["solution"].as_str().unwrap_or_default();
         match extract_answer(solution) {
-            Some(got) if math_equal(&got, answer) => {}
+            Some(got) if lenient_equal(&got, answer) => {}
             got => failures.push(format!(
                 "solution box: {got:?} vs {answer} ({})",
                 row["unique_id"]

@@ -4,7 +4,7 @@
 //! equal PRM800K normal forms, or element-wise equality of tuples and intervals where each
 //! element pair is decided by exact rules for fractions and integers and numerically
 //! otherwise. PRM800K's last resort is `sympy.simplify`; there is no computer-algebra system
-//! here, so that step is replaced by numeric evaluation (see [`math_equal`]). GSM8K answers are
+//! here, so that step is replaced by numeric evaluation (see [`lenient_equal`]). GSM8K answers are
 //! numbers and compare as numbers.
 
 use serde::{Deserialize, Serialize};
@@ -12,22 +12,73 @@ use serde::{Deserialize, Serialize};
 use super::expr::{close, Expr};
 use super::hendrycks::math_normalize;
 use super::lenient_normalize::{int_literal, lenient_normalize};
+use super::prm800k::prm800k_equal;
 
 /// Which benchmark's answer conventions apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Dataset {
-    /// MATH / MATH500: LaTeX answers, graded by [`math_equal`].
+    /// MATH / MATH500: LaTeX answers, graded by [`lenient_equal`].
     Math,
     /// GSM8K: numeric answers, graded by [`gsm8k_equal`].
     Gsm8k,
 }
 
-/// Whether `given` is equivalent to `reference` under `dataset`'s grader.
-pub fn answers_equal(dataset: Dataset, given: &str, reference: &str) -> bool {
+/// Which rules decide that a MATH answer is correct.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grader {
+    /// PRM800K's grader ([`prm800k_equal`]), the one most published MATH accuracies use.
+    #[default]
+    Prm800k,
+    /// Mathematical equivalence, kinder to notation ([`lenient_equal`]).
+    Lenient,
+}
+
+impl Grader {
+    /// Every grader, default first.
+    pub const ALL: [Grader; 2] = [Grader::Prm800k, Grader::Lenient];
+
+    /// The grader's name: `prm800k` or `lenient`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Grader::Prm800k => "prm800k",
+            Grader::Lenient => "lenient",
+        }
+    }
+
+    /// Whether the MATH answer `given` is correct for `reference` under this grader.
+    pub fn math_equal(self, given: &str, reference: &str) -> bool {
+        match self {
+            Grader::Prm800k => prm800k_equal(given, reference),
+            Grader::Lenient => lenient_equal(given, reference),
+        }
+    }
+}
+
+impl std::fmt::Display for Grader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Grader {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Grader::ALL
+            .into_iter()
+            .find(|g| g.name() == s)
+            .ok_or_else(|| format!("unknown grader `{s}` (expected prm800k or lenient)"))
+    }
+}
+
+/// Whether `given` is equivalent to `reference` under `dataset`'s conventions, MATH answers
+/// decided by `grader` (GSM8K answers are numbers, compared by [`gsm8k_equal`]).
+pub fn answers_equal(dataset: Dataset, grader: Grader, given: &str, reference: &str) -> bool {
     match dataset {
-        Dataset::Math => math_equal(given, reference),
-        Dataset::Gsm8k => gsm8k_equal(given, reference),
+        Dataset::Math => grader.math_equal(given, reference),
+        Dataset::Gsm8k => gsm8k_equal_under(grader, given, reference),
     }
 }
 
@@ -55,14 +106,14 @@ pub fn answers_equal(dataset: Dataset, given: &str, reference: &str) -> bool {
 /// string. Lists compare in order, as in PRM800K.
 ///
 /// ```
-/// use ets_core::answer::math_equal;
-/// assert!(math_equal("3/4", "\\dfrac{3}{4}"));
-/// assert!(math_equal("0.75", "\\frac34"));
-/// assert!(math_equal("(3,\\pi/2)", "\\left( 3, \\frac{\\pi}{2} \\right)"));
-/// assert!(!math_equal("\\frac{6}{8}", "\\frac{3}{4}"));
-/// assert!(!math_equal("(3,4)", "(3,4]"));
+/// use ets_core::answer::lenient_equal;
+/// assert!(lenient_equal("3/4", "\\dfrac{3}{4}"));
+/// assert!(lenient_equal("0.75", "\\frac34"));
+/// assert!(lenient_equal("(3,\\pi/2)", "\\left( 3, \\frac{\\pi}{2} \\right)"));
+/// assert!(!lenient_equal("\\frac{6}{8}", "\\frac{3}{4}"));
+/// assert!(!lenient_equal("(3,4)", "(3,4]"));
 /// ```
-pub fn math_equal(given: &str, reference: &str) -> bool {
+pub fn lenient_equal(given: &str, reference: &str) -> bool {
     if math_normalize(given) == math_normalize(reference) {
         return true;
     }
@@ -86,7 +137,8 @@ pub fn math_equal(given: &str, reference: &str) -> bool {
 /// Whether the GSM8K answer `given` equals `reference`: both read as numbers after removing
 /// `$`, `%`, commas and a trailing `.` and ignoring trailing words (units), and equal within a
 /// relative 1e-9 (`18.0` is `18`, `$1,234.` is `1234`, `18 dollars` is `18`). When either is not
-/// such a number, the two are compared with [`math_equal`].
+/// such a number, the two are compared with [`lenient_equal`] (with the chosen [`Grader`] when
+/// called through [`answers_equal`]).
 ///
 /// ```
 /// use ets_core::answer::gsm8k_equal;
@@ -95,9 +147,14 @@ pub fn math_equal(given: &str, reference: &str) -> bool {
 /// assert!(!gsm8k_equal("17", "18"));
 /// ```
 pub fn gsm8k_equal(given: &str, reference: &str) -> bool {
+    gsm8k_equal_under(Grader::Lenient, given, reference)
+}
+
+/// [`gsm8k_equal`] with `grader` deciding the answers that are not plain numbers.
+fn gsm8k_equal_under(grader: Grader, given: &str, reference: &str) -> bool {
     match (gsm8k_number(given), gsm8k_number(reference)) {
         (Some(g), Some(r)) => close(g, r),
-        _ => math_equal(given, reference),
+        _ => grader.math_equal(given, reference),
     }
 }
 
@@ -420,7 +477,7 @@ mod tests {
             ),
         ];
         for (g, r) in yes {
-            assert!(math_equal(g, r), "{g} should equal {r}");
+            assert!(lenient_equal(g, r), "{g} should equal {r}");
         }
     }
 
@@ -443,7 +500,7 @@ mod tests {
             ("(0,9)", "(0,9) \\cup (9,36)"),
         ];
         for (g, r) in no {
-            assert!(!math_equal(g, r), "{g} should not equal {r}");
+            assert!(!lenient_equal(g, r), "{g} should not equal {r}");
         }
     }
 
@@ -512,8 +569,8 @@ mod tests {
         /// Any input grades without panicking, and every answer equals itself.
         #[test]
         fn grading_is_total(a in latexish(), b in latexish()) {
-            proptest::prop_assert!(math_equal(&a, &a));
-            let _ = math_equal(&a, &b);
+            proptest::prop_assert!(lenient_equal(&a, &a));
+            let _ = lenient_equal(&a, &b);
             let _ = gsm8k_equal(&a, &b);
             let _ = super::super::extract_answer(&a);
             let _ = super::super::gsm8k_reference(&a);
@@ -533,7 +590,7 @@ mod tests {
         assert!(!gsm8k_equal("18", "-18"));
         assert!(!gsm8k_equal("18 + 2", "20"));
         assert!(!gsm8k_equal("", "18"));
-        assert!(answers_equal(Dataset::Gsm8k, "70,000", "70000"));
-        assert!(answers_equal(Dataset::Math, "\\dfrac{1}{2}", "0.5"));
+        assert!(answers_equal(Dataset::Gsm8k, Grader::Prm800k, "70,000", "70000"));
+        assert!(answers_equal(Dataset::Math, Grader::Prm800k, "\\dfrac{1}{2}", "0.5"));
     }
 }

@@ -139,7 +139,6 @@ fn is_canonical_int(s: &str) -> bool {
     ok && (digits == "0" || !digits.starts_with('0')) && s != "-0"
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +210,4 @@ mod tests {
             "#]],
         );
     }
-
 }

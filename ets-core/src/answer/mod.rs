@@ -37,7 +37,7 @@ pub use extract::{
     answer_is, extract_answer, gsm8k_hash, gsm8k_reference, last_boxed,
     strip_calculator_annotations,
 };
-pub use grade::{answers_equal, gsm8k_equal, math_equal, Dataset};
+pub use grade::{answers_equal, gsm8k_equal, lenient_equal, Dataset, Grader};
 pub use hendrycks::math_normalize;
 pub use lenient_normalize::lenient_normalize;
 pub use prm800k::{prm800k_equal, prm800k_normalize};

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::grade::{answers_equal, Dataset};
+use super::grade::{answers_equal, Dataset, Grader};
 
 /// How a trajectory's per-step PRM scores combine into one score.
 ///
@@ -86,22 +86,27 @@ pub fn aggregate(scores: &[f64], how: StepAggregate) -> f64 {
 /// Chooses a final answer among `candidates` by `rule`.
 ///
 /// Candidates without an answer are ignored. The others are grouped by equivalence under
-/// `dataset`'s grader ([`answers_equal`], the candidate's answer as the given one and the
+/// `dataset`'s conventions and `grader` ([`answers_equal`], the candidate's answer as the given one and the
 /// group's representative as the reference); a candidate joins the first group it matches,
 /// and a group's representative is the first answer seen. The group with the highest weight
 /// wins; ties go to the larger count, then to the group that appeared first. A NaN weight
 /// loses to every number.
 ///
 /// ```
-/// use ets_core::answer::{vote, Dataset, StepAggregate, VoteCandidate, VoteRule};
+/// use ets_core::answer::{vote, Dataset, Grader, StepAggregate, VoteCandidate, VoteRule};
 /// let c = |answer, step_scores| VoteCandidate { answer: Some(answer), step_scores };
 /// let cands = [c("1/2", &[0.9][..]), c("0.5", &[0.8][..]), c("3", &[0.95][..])];
-/// let out = vote(&cands, VoteRule::Majority, Dataset::Math);
+/// let out = vote(&cands, VoteRule::Majority, Dataset::Math, Grader::Lenient);
 /// assert_eq!((out.answer.as_deref(), out.winner, out.support), (Some("1/2"), Some(0), 2.0));
-/// let out = vote(&cands, VoteRule::BestOf(StepAggregate::Last), Dataset::Math);
+/// let out = vote(&cands, VoteRule::BestOf(StepAggregate::Last), Dataset::Math, Grader::Lenient);
 /// assert_eq!((out.answer.as_deref(), out.winner), (Some("3"), Some(2)));
 /// ```
-pub fn vote(candidates: &[VoteCandidate<'_>], rule: VoteRule, dataset: Dataset) -> VoteOutcome {
+pub fn vote(
+    candidates: &[VoteCandidate<'_>],
+    rule: VoteRule,
+    dataset: Dataset,
+    grader: Grader,
+) -> VoteOutcome {
     struct Group<'a> {
         answer: &'a str,
         weight: f64,
@@ -123,7 +128,7 @@ pub fn vote(candidates: &[VoteCandidate<'_>], rule: VoteRule, dataset: Dataset) 
         };
         match groups
             .iter_mut()
-            .find(|g| answers_equal(dataset, answer, g.answer))
+            .find(|g| answers_equal(dataset, grader, answer, g.answer))
         {
             Some(g) => {
                 g.count += 1;
@@ -209,13 +214,14 @@ mod tests {
             cand("\\frac{1}{2}", &[0.9]),
             cand("0.5", &[0.8]),
         ];
-        let plain = vote(&cands, VoteRule::Majority, Dataset::Math);
+        let plain = vote(&cands, VoteRule::Majority, Dataset::Math, Grader::Lenient);
         assert_eq!(plain.answer.as_deref(), Some("5"));
         assert_eq!((plain.winner, plain.support), (Some(0), 3.0));
         let weighted = vote(
             &cands,
             VoteRule::WeightedMajority(StepAggregate::Last),
             Dataset::Math,
+            Grader::Lenient,
         );
         assert_eq!(weighted.answer.as_deref(), Some("\\frac{1}{2}"));
         assert_eq!(weighted.winner, Some(3));
@@ -235,18 +241,28 @@ mod tests {
         let shaky = [0.95, 0.2, 0.9];
         let cands = [cand("1", &steady), cand("2", &shaky)];
         let winner = |how| {
-            vote(&cands, VoteRule::BestOf(how), Dataset::Math)
-                .answer
-                .unwrap()
+            vote(
+                &cands,
+                VoteRule::BestOf(how),
+                Dataset::Math,
+                Grader::Lenient,
+            )
+            .answer
+            .unwrap()
         };
         assert_eq!(winner(StepAggregate::Last), "2");
         assert_eq!(winner(StepAggregate::Min), "1");
         assert_eq!(winner(StepAggregate::Mean), "1");
         assert_eq!(winner(StepAggregate::Product), "1");
         let weighted = |how| {
-            vote(&cands, VoteRule::WeightedMajority(how), Dataset::Math)
-                .answer
-                .unwrap()
+            vote(
+                &cands,
+                VoteRule::WeightedMajority(how),
+                Dataset::Math,
+                Grader::Lenient,
+            )
+            .answer
+            .unwrap()
         };
         assert_eq!(weighted(StepAggregate::Last), "2");
         assert_eq!(weighted(StepAggregate::Product), "1");
@@ -260,7 +276,12 @@ mod tests {
             cand("7", &[0.9]),
             cand("7", &[0.1]),
         ];
-        let out = vote(&cands, VoteRule::BestOf(StepAggregate::Last), Dataset::Math);
+        let out = vote(
+            &cands,
+            VoteRule::BestOf(StepAggregate::Last),
+            Dataset::Math,
+            Grader::Lenient,
+        );
         assert_eq!((out.answer.as_deref(), out.winner), (Some("7"), Some(2)));
         assert_eq!(out.support, 0.9);
         assert_eq!(
@@ -277,6 +298,7 @@ mod tests {
             &cands,
             VoteRule::WeightedMajority(StepAggregate::Last),
             Dataset::Math,
+            Grader::Lenient,
         );
         assert_eq!((out.answer.as_deref(), out.winner), (Some("2"), Some(1)));
         // Equal weight and count: the earlier group wins, whatever the order of scores.
@@ -286,12 +308,17 @@ mod tests {
             VoteRule::WeightedMajority(StepAggregate::Mean),
             VoteRule::BestOf(StepAggregate::Min),
         ] {
-            let out = vote(&cands, rule, Dataset::Math);
+            let out = vote(&cands, rule, Dataset::Math, Grader::Lenient);
             assert_eq!((out.answer.as_deref(), out.winner), (Some("3"), Some(0)));
         }
         // Best-of: equal scores inside a group keep the earliest member.
         let cands = [cand("9", &[0.4]), cand("9.0", &[0.4])];
-        let out = vote(&cands, VoteRule::BestOf(StepAggregate::Last), Dataset::Math);
+        let out = vote(
+            &cands,
+            VoteRule::BestOf(StepAggregate::Last),
+            Dataset::Math,
+            Grader::Lenient,
+        );
         assert_eq!(out.winner, Some(0));
     }
 
@@ -301,7 +328,12 @@ mod tests {
             answer: None,
             step_scores: &[1.0],
         };
-        let out = vote(&[none, none], VoteRule::Majority, Dataset::Gsm8k);
+        let out = vote(
+            &[none, none],
+            VoteRule::Majority,
+            Dataset::Gsm8k,
+            Grader::Lenient,
+        );
         assert_eq!(
             out,
             VoteOutcome {
@@ -316,6 +348,7 @@ mod tests {
             &cands,
             VoteRule::WeightedMajority(StepAggregate::Mean),
             Dataset::Gsm8k,
+            Grader::Lenient,
         );
         assert_eq!((out.answer.as_deref(), out.winner), (Some("12"), Some(2)));
         assert_eq!(out.support, 0.0);
@@ -324,6 +357,7 @@ mod tests {
             &cands,
             VoteRule::WeightedMajority(StepAggregate::Last),
             Dataset::Gsm8k,
+            Grader::Lenient,
         );
         assert_eq!(out.groups, vec![("1,000".to_string(), 0.75, 2)]);
     }

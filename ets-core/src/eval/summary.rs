@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::answer::{answers_equal, vote, Dataset, StepAggregate, VoteCandidate, VoteRule};
+use crate::answer::{answers_equal, vote, Dataset, Grader, StepAggregate, VoteCandidate, VoteRule};
 use crate::config::Method;
 use crate::search::{DepthRecord, NodeRecord, SearchOutcome};
 
@@ -52,8 +52,12 @@ pub struct EvalRecord {
     pub width: usize,
     /// Seed.
     pub seed: u64,
-    /// Grader used.
+    /// Answer conventions graded under (MATH or GSM8K; named `grader` for compatibility).
     pub grader: Dataset,
+    /// The grader that decided `correct` and grouped `votes`. Records written before graders
+    /// could be chosen read back as `lenient`, the rules they were graded by then.
+    #[serde(default = "grader_before_choice")]
+    pub math_grader: Grader,
     /// Reference answer.
     pub reference: String,
     /// The answer chosen by [`EVAL_VOTE`].
@@ -71,54 +75,86 @@ pub struct EvalRecord {
     pub outcome: SearchOutcome,
 }
 
+fn grader_before_choice() -> Grader {
+    Grader::Lenient
+}
+
+/// The cell's voted answer, whether it is correct, and the vote's groups.
+fn vote_and_grade(
+    outcome: &SearchOutcome,
+    reference: &str,
+    dataset: Dataset,
+    grader: Grader,
+) -> (Option<String>, bool, Vec<VoteGroup>) {
+    let candidates: Vec<VoteCandidate<'_>> = outcome
+        .trajectories
+        .iter()
+        .map(|t| VoteCandidate {
+            answer: t.answer.as_deref(),
+            step_scores: &t.step_scores,
+        })
+        .collect();
+    let voted = vote(&candidates, EVAL_VOTE, dataset, grader);
+    let correct = voted
+        .answer
+        .as_deref()
+        .is_some_and(|a| answers_equal(dataset, grader, a, reference));
+    let votes = voted
+        .groups
+        .into_iter()
+        .map(|(answer, weight, count)| VoteGroup {
+            answer,
+            weight,
+            count,
+        })
+        .collect();
+    (voted.answer, correct, votes)
+}
+
 impl EvalRecord {
-    /// Votes over `outcome`'s trajectories, grades the winner and recounts the KV metric.
+    /// Votes over `outcome`'s trajectories, grades the winner with `dataset`'s conventions and
+    /// `grader`, and recounts the KV metric.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         problem: &Problem,
         method: Method,
         width: usize,
         seed: u64,
-        grader: Dataset,
+        dataset: Dataset,
+        grader: Grader,
         job: u64,
         outcome: SearchOutcome,
     ) -> Self {
-        let candidates: Vec<VoteCandidate<'_>> = outcome
-            .trajectories
-            .iter()
-            .map(|t| VoteCandidate {
-                answer: t.answer.as_deref(),
-                step_scores: &t.step_scores,
-            })
-            .collect();
-        let voted = vote(&candidates, EVAL_VOTE, grader);
-        let correct = voted
-            .answer
-            .as_deref()
-            .is_some_and(|a| answers_equal(grader, a, &problem.reference));
-        let votes = voted
-            .groups
-            .into_iter()
-            .map(|(answer, weight, count)| VoteGroup {
-                answer,
-                weight,
-                count,
-            })
-            .collect();
+        let (answer, correct, votes) =
+            vote_and_grade(&outcome, &problem.reference, dataset, grader);
         let kv_recount_tokens = recount_kv(&outcome.nodes, &outcome.depths).iter().sum();
         Self {
             problem_id: problem.id.clone(),
             method,
             width,
             seed,
-            grader,
+            grader: dataset,
+            math_grader: grader,
             reference: problem.reference.clone(),
-            answer: voted.answer,
+            answer,
             correct,
             votes,
             kv_recount_tokens,
             job,
             outcome,
         }
+    }
+
+    /// The same record voted and graded again under `grader` (from its recorded trajectories;
+    /// nothing is searched again).
+    pub fn regraded(mut self, grader: Grader) -> Self {
+        if self.math_grader != grader {
+            let (answer, correct, votes) =
+                vote_and_grade(&self.outcome, &self.reference, self.grader, grader);
+            (self.answer, self.correct, self.votes) = (answer, correct, votes);
+            self.math_grader = grader;
+        }
+        self
     }
 
     /// The cell this record fills.
@@ -219,6 +255,10 @@ pub struct Comparison {
 pub struct EvalSummary {
     /// Dataset name.
     pub dataset: String,
+    /// The grader behind every accuracy (summaries written before graders could be chosen read
+    /// back as `lenient`).
+    #[serde(default = "grader_before_choice")]
+    pub grader: Grader,
     /// Distinct problems.
     pub problems: usize,
     /// Seeds.
@@ -240,8 +280,12 @@ fn method_rank(name: &str) -> usize {
         .unwrap_or(Method::ALL.len())
 }
 
-/// Aggregates records into per method × width cells and the ETS/REBASE comparisons.
-pub fn summarize(dataset: &str, records: &[EvalRecord]) -> EvalSummary {
+/// Aggregates records into per method × width cells and the ETS/REBASE comparisons. Records
+/// graded otherwise than by `grader` are first [regraded](EvalRecord::regraded), so that every
+/// accuracy in the summary is `grader`'s.
+pub fn summarize(dataset: &str, grader: Grader, records: Vec<EvalRecord>) -> EvalSummary {
+    let records: Vec<EvalRecord> = records.into_iter().map(|r| r.regraded(grader)).collect();
+    let records = &records[..];
     let mut groups: BTreeMap<(usize, usize), Vec<&EvalRecord>> = BTreeMap::new();
     for r in records {
         groups
@@ -280,6 +324,7 @@ pub fn summarize(dataset: &str, records: &[EvalRecord]) -> EvalSummary {
     seeds.dedup();
     EvalSummary {
         dataset: dataset.to_owned(),
+        grader,
         problems: problems.len(),
         seeds,
         cells,
@@ -351,8 +396,8 @@ pub fn markdown_table(summary: &EvalSummary) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Dataset `{}`: {} problems × seeds {:?}.\n",
-        summary.dataset, summary.problems, summary.seeds
+        "Dataset `{}`: {} problems × seeds {:?}, graded by `{}`.\n",
+        summary.dataset, summary.problems, summary.seeds, summary.grader
     );
     md.push_str(
         "| method | width | runs | accuracy | KV metric (tok) | mean live tok | peak live tok \

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::answer::{answers_equal, extract_answer, Dataset};
+use crate::answer::{answers_equal, extract_answer, Dataset, Grader};
 use crate::config::Method;
 use crate::search::{
     DepthRecord, EndReason, NodeRecord, NodeState, SearchOutcome, SearchStats, Trajectory,
@@ -33,11 +33,16 @@ fn gsm8k_test_split_loads_and_its_solutions_grade_correct() {
         // The stripped worked solution, as a model would write it, grades correct.
         let answer = extract_answer(&p.solution).unwrap();
         assert!(
-            answers_equal(Dataset::Gsm8k, &answer, &p.reference),
+            answers_equal(Dataset::Gsm8k, Grader::Prm800k, &answer, &p.reference),
             "{}",
             p.id
         );
-        assert!(!answers_equal(Dataset::Gsm8k, "-123456789", &p.reference));
+        assert!(!answers_equal(
+            Dataset::Gsm8k,
+            Grader::Prm800k,
+            "-123456789",
+            &p.reference
+        ));
     }
 }
 
@@ -51,7 +56,7 @@ fn math500_loads_with_ids_and_references_that_grade_against_themselves() {
     assert_eq!(infer_grader(&text), Dataset::Math);
     for p in &problems {
         assert!(
-            answers_equal(Dataset::Math, &p.reference, &p.reference),
+            answers_equal(Dataset::Math, Grader::Prm800k, &p.reference, &p.reference),
             "{}",
             p.id
         );
@@ -60,7 +65,7 @@ fn math500_loads_with_ids_and_references_that_grade_against_themselves() {
         .iter()
         .filter(|p| {
             extract_answer(&p.solution)
-                .is_some_and(|a| answers_equal(Dataset::Math, &a, &p.reference))
+                .is_some_and(|a| answers_equal(Dataset::Math, Grader::Prm800k, &a, &p.reference))
         })
         .count();
     assert!(
@@ -168,7 +173,16 @@ fn problem(reference: &str) -> Problem {
 fn kv_recount_walks_the_recorded_tree() {
     let o = outcome(1, &[], 1000);
     assert_eq!(recount_kv(&o.nodes, &o.depths), [20, 26]);
-    let r = EvalRecord::new(&problem("1"), Method::Ets, 4, 0, Dataset::Gsm8k, 1, o);
+    let r = EvalRecord::new(
+        &problem("1"),
+        Method::Ets,
+        4,
+        0,
+        Dataset::Gsm8k,
+        Grader::Prm800k,
+        1,
+        o,
+    );
     assert_eq!(r.kv_recount_tokens, r.outcome.stats.kv_metric_tokens);
 }
 
@@ -176,7 +190,16 @@ fn kv_recount_walks_the_recorded_tree() {
 fn the_vote_is_weighted_by_last_step_scores_and_graded() {
     // "7" twice (0.3 + 0.3) loses to "8" once (0.9): weights, not counts.
     let o = outcome(1, &[("7", 0.3), ("8", 0.9), ("7.0", 0.3)], 1000);
-    let r = EvalRecord::new(&problem("8"), Method::Rebase, 4, 0, Dataset::Gsm8k, 1, o);
+    let r = EvalRecord::new(
+        &problem("8"),
+        Method::Rebase,
+        4,
+        0,
+        Dataset::Gsm8k,
+        Grader::Prm800k,
+        1,
+        o,
+    );
     assert_eq!(r.answer.as_deref(), Some("8"));
     assert!(r.correct);
     assert_eq!(r.votes.len(), 2);
@@ -196,6 +219,7 @@ fn summary_aggregates_cells_and_ratios() {
             4,
             0,
             Dataset::Gsm8k,
+            Grader::Prm800k,
             1,
             outcome(scale, &[(ans, 0.9)], wall),
         )
@@ -205,7 +229,7 @@ fn summary_aggregates_cells_and_ratios() {
         rec(Method::Ets, 1, "8", 2000),
         rec(Method::Beam, 1, "9", 1000),
     ];
-    let s = summarize("gsm8k", &records);
+    let s = summarize("gsm8k", Grader::Prm800k, records);
     let names: Vec<&str> = s.cells.iter().map(|c| c.method.as_str()).collect();
     assert_eq!(names, ["ets", "rebase", "beam"], "Method::ALL order");
     let ets = &s.cells[0];

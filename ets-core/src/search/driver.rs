@@ -486,7 +486,14 @@ impl<'a, 't> Driver<'a, 't> {
                 step_scores: &t.step_scores,
             })
             .collect();
-        let outcome = answer::vote(&candidates, self.config.vote, answer::Dataset::Math);
+        // The live pick groups answers by mathematical equivalence; `ets eval` votes again
+        // from the trajectories under the grader it reports.
+        let outcome = answer::vote(
+            &candidates,
+            self.config.vote,
+            answer::Dataset::Math,
+            answer::Grader::Lenient,
+        );
         if let Some(best) = outcome.answer {
             if self.best.as_deref() != Some(best.as_str()) {
                 let votes = outcome

@@ -631,7 +631,10 @@ mod tests {
                 "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}",
                 "[ -1  0;  0 -1 ]",
             ),
-            ("\\begin{array}{cc} 1 & 2 \\\\ 3 & 4\\end{array}", "[ 1 2; 3 4 ]"),
+            (
+                "\\begin{array}{cc} 1 & 2 \\\\ 3 & 4\\end{array}",
+                "[ 1 2; 3 4 ]",
+            ),
             ("\\begin{matrix} 1 & 2 \\end{matrix}", " 1     2 "),
             ("\\hat{x}", "x\u{302}"),
             ("\\pm\\le\\pi\\infty", "±≤π∞"),

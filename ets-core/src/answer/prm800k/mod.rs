@@ -266,7 +266,8 @@ fn py_float(s: &str) -> Option<f64> {
     }
     let b = body.as_bytes();
     let valid = !b.is_empty()
-        && b.iter().all(|c| c.is_ascii_digit() || b"._eE+-".contains(c))
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || b"._eE+-".contains(c))
         && b.iter().enumerate().all(|(i, &c)| {
             c != b'_'
                 || (i > 0

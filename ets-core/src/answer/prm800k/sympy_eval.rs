@@ -95,7 +95,10 @@ const POINTS: [Complex; 5] = [
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
     /// A number; `imaginary` for Python's `2j`.
-    Num { value: f64, imaginary: bool },
+    Num {
+        value: f64,
+        imaginary: bool,
+    },
     /// A name sympy knows (`pi`, `sqrt`, …).
     Known(&'static str),
     /// A free symbol.
@@ -106,20 +109,19 @@ enum Token {
 /// Names that sympy's namespace defines and that pass [`should_allow_eval`]'s letter count.
 /// Those without a meaning below make the comparison fail, as they would in sympy.
 const KNOWN_NAMES: &[&str] = &[
-    "pi", "oo", "zoo", "nan", "sqrt", "frac", "ln", "re", "im", "csc", "all", "eye", "ff",
-    "fft", "fu", "gff", "hn1", "hn2", "id", "jn", "li", "ntt", "rf", "yn",
+    "pi", "oo", "zoo", "nan", "sqrt", "frac", "ln", "re", "im", "csc", "all", "eye", "ff", "fft",
+    "fu", "gff", "hn1", "hn2", "id", "jn", "li", "ntt", "rf", "yn",
 ];
 
 /// Greek letter names that sympy keeps whole instead of splitting into letters.
 const GREEK_NAMES: &[&str] = &[
-    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
-    "lamda", "mu", "nu", "xi", "omicron", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi",
-    "omega",
+    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lamda",
+    "mu", "nu", "xi", "omicron", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega",
 ];
 
 const OPERATORS: &[&str] = &[
-    "**", "//", "==", "<=", ">=", "!=", "+", "-", "*", "/", "%", "(", ")", "[", "]", ",", "!",
-    "=", "<", ">", ".",
+    "**", "//", "==", "<=", ">=", "!=", "+", "-", "*", "/", "%", "(", ")", "[", "]", ",", "!", "=",
+    "<", ">", ".",
 ];
 
 /// Python's tokenizer followed by sympy's symbol splitting; `None` where either fails.
@@ -163,7 +165,8 @@ fn digit_part(chars: &[char], i: usize) -> usize {
     loop {
         if chars.get(end).is_some_and(char::is_ascii_digit) {
             end += 1;
-        } else if chars.get(end) == Some(&'_') && chars.get(end + 1).is_some_and(char::is_ascii_digit)
+        } else if chars.get(end) == Some(&'_')
+            && chars.get(end + 1).is_some_and(char::is_ascii_digit)
         {
             end += 2;
         } else {
@@ -215,7 +218,10 @@ fn number(chars: &[char], i: usize) -> Option<(Token, usize)> {
     if let Some(end) = float_end {
         let value = parse(end)?;
         let imaginary = imaginary_at(end);
-        return Some((Token::Num { value, imaginary }, end + usize::from(imaginary)));
+        return Some((
+            Token::Num { value, imaginary },
+            end + usize::from(imaginary),
+        ));
     }
     // Decimal integers: `0` (then more zeros) or a non-zero digit first; `080` is `0`, `80`.
     let end = if chars[i] == '0' {
@@ -352,16 +358,18 @@ impl Parser {
     }
 
     fn eat(&mut self, op: &str) -> bool {
-        if self.peek() == Some(&Token::Op(match op {
-            "(" => "(",
-            ")" => ")",
-            "+" => "+",
-            "-" => "-",
-            "*" => "*",
-            "/" => "/",
-            "**" => "**",
-            _ => return false,
-        })) {
+        if self.peek()
+            == Some(&Token::Op(match op {
+                "(" => "(",
+                ")" => ")",
+                "+" => "+",
+                "-" => "-",
+                "*" => "*",
+                "/" => "/",
+                "**" => "**",
+                _ => return false,
+            }))
+        {
             self.pos += 1;
             true
         } else {
