@@ -198,7 +198,13 @@ fn structure_equal(given: &str, reference: &str) -> bool {
         _ => return false,
     }
     let (g, r) = (Tuple::split(given), Tuple::split(reference));
-    if r.elems.len() > 1 && (g.open, g.close) != (r.open, r.close) {
+    // A one-element set `\{x\}` is the answer `x`.
+    match (g.lone_set_element(), r.lone_set_element()) {
+        (Some(g), _) => return structure_equal(g, reference),
+        (None, Some(r)) => return structure_equal(given, r),
+        (None, None) => {}
+    }
+    if r.elems.len() > 1 && g.bracket_kind() != r.bracket_kind() {
         return false;
     }
     g.elems.len() == r.elems.len()
@@ -337,6 +343,23 @@ struct Tuple<'a> {
 }
 
 impl<'a> Tuple<'a> {
+    /// The brackets, with a set `\{…\}` the same as a bare list (`\{-2, 1\}` lists the
+    /// solutions `-2, 1`).
+    fn bracket_kind(&self) -> (Option<&'a str>, Option<&'a str>) {
+        match (self.open, self.close) {
+            (Some("\\{"), Some("\\}")) => (None, None),
+            other => other,
+        }
+    }
+
+    /// The element of a one-element set.
+    fn lone_set_element(&self) -> Option<&'a str> {
+        match (self.open, self.close, &self.elems[..]) {
+            (Some("\\{"), Some("\\}"), [only]) => Some(only),
+            _ => None,
+        }
+    }
+
     fn split(s: &'a str) -> Tuple<'a> {
         if let Some((open, inner, close)) = enclosed(s) {
             if !inner.is_empty() {
@@ -471,6 +494,13 @@ mod tests {
             ("\\frac{\\cos x}{\\sin x}", "\\cot x"),
             ("3 \\pm \\sqrt{8}", "3 \\pm 2 \\sqrt{2}"),
             ("5x - 7y + 11z = -4", "5x - 7y + 11z + 4 = 0"),
+            ("10{,}080", "10,\\!080"),
+            ("\\{-2, 1\\}", "-2,1"),
+            ("\\{(8,-2)\\}", "(8,-2)"),
+            ("\\{5\\}", "5"),
+            ("1 ± \\sqrt{19}", "1 \\pm \\sqrt{19}"),
+            ("\\frac{\\sqrt{3}}{3}.", "\\frac{\\sqrt{3}}{3}"),
+            ("52_8.", "52_8"),
             (
                 "\\begin{bmatrix} -\\frac13 \\\\ 2/3 \\end{bmatrix}",
                 "\\begin{pmatrix} -1/3 \\\\ 2/3 \\end{pmatrix}",
@@ -491,6 +521,8 @@ mod tests {
             ("(3,4)", "(3,4]"),
             ("3,4", "(3,4)"),
             ("-2,1", "1,-2"),
+            ("\\{1,-2\\}", "-2,1"),
+            ("(-2,1)", "\\{-2,1\\}"),
             ("(B)", "\\text{(C)}"),
             ("528", "52_8"),
             ("", "5"),
@@ -590,7 +622,17 @@ mod tests {
         assert!(!gsm8k_equal("18", "-18"));
         assert!(!gsm8k_equal("18 + 2", "20"));
         assert!(!gsm8k_equal("", "18"));
-        assert!(answers_equal(Dataset::Gsm8k, Grader::Prm800k, "70,000", "70000"));
-        assert!(answers_equal(Dataset::Math, Grader::Prm800k, "\\dfrac{1}{2}", "0.5"));
+        assert!(answers_equal(
+            Dataset::Gsm8k,
+            Grader::Prm800k,
+            "70,000",
+            "70000"
+        ));
+        assert!(answers_equal(
+            Dataset::Math,
+            Grader::Prm800k,
+            "\\dfrac{1}{2}",
+            "0.5"
+        ));
     }
 }

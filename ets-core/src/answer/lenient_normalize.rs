@@ -52,10 +52,12 @@ const DROPPED_COMMANDS: &[&str] = &[
     "degree",
 ];
 
-/// Normalizes an answer the way PRM800K's grader does before comparing element by element;
-/// the output is a compact LaTeX-ish string that [`super::math_equal`] splits and evaluates.
+/// Normalizes an answer for the `lenient` grader, much as PRM800K's grader does before comparing
+/// element by element; the output is a compact LaTeX-ish string that [`super::lenient_equal`]
+/// splits and evaluates.
 ///
-/// Steps: trim; unwrap an enclosing `\text{…}`; Unicode `√ π ∞ ∪ · × −` become their LaTeX
+/// Steps: trim; a final sentence period goes (`52_8.`); unwrap an enclosing `\text{…}`; `{,}`
+/// (a LaTeX thousands separator) → `,`; Unicode `√ π ∞ ∪ · × − ± ∓` become their LaTeX
 /// commands and `°` goes; `\text{X}`, `\mbox{X}`, `\textbf{X}`, `\mathrm{X}`, `\boxed{X}` … → `X`;
 /// `\dfrac`/`\tfrac` → `\frac`; spacing commands, `\left`/`\right`, `$`, `\$`, `%`, `\%`,
 /// `^\circ`/`^{\circ}` dropped; ` or ` and ` and ` → `,`; unit words (`degrees`, `cm^2`,
@@ -75,9 +77,13 @@ const DROPPED_COMMANDS: &[&str] = &[
 /// ```
 pub fn lenient_normalize(answer: &str) -> String {
     let s = answer.trim();
+    let s = s.strip_suffix('.').map_or(s, str::trim_end);
     let s = strip_enclosing(s, "\\text{", '}').unwrap_or(s);
-    let s = unicode_sqrt(s);
+    let s = s.replace("{,}", ",");
+    let s = unicode_sqrt(&s);
     let s = s
+        .replace('±', "\\pm ")
+        .replace('∓', "\\mp ")
         .replace('π', "\\pi ")
         .replace('∞', "\\infty ")
         .replace('∪', "\\cup ")
@@ -531,6 +537,10 @@ mod tests {
                 "\\left\\{ 1, 2 \\right\\}",
                 "\\boxed{42}",
                 "Monday",
+                "10{,}080",
+                "1 ± \\sqrt{19}",
+                "\\frac{\\sqrt{3}}{3}.",
+                "52_8.",
             ],
             lenient_normalize,
             expect![[r#"
@@ -570,6 +580,10 @@ mod tests {
                 \left\{ 1, 2 \right\}                    => \{1,2\}
                 \boxed{42}                               => 42
                 Monday                                   => monday
+                10{,}080                                 => 10080
+                1 ± \sqrt{19}                            => 1\pm\sqrt{19}
+                \frac{\sqrt{3}}{3}.                      => \frac{\sqrt{3}}{3}
+                52_8.                                    => 52_8
             "#]],
         );
     }

@@ -15,9 +15,11 @@
 //! cannot follow sympy exactly, `sympy_eval`'s documentation says so.
 //!
 //! Layout: this file holds the normalizer and the element rules; `latex_text` renders LaTeX as
-//! `pylatexenc` does; `sympy_eval` decides "the difference simplifies to 0".
+//! `pylatexenc` does; `sympy_eval` decides "the difference simplifies to 0" with
+//! `numbers`' complex and exact rational arithmetic.
 
 mod latex_text;
+mod numbers;
 mod sympy_eval;
 
 use super::hendrycks::math_normalize;

@@ -23,6 +23,8 @@
 
 use std::collections::BTreeSet;
 
+use super::numbers::{Complex, Ratio};
+
 /// Whether PRM800K's `should_allow_eval` lets `expr` reach sympy.
 pub(crate) fn should_allow_eval(expr: &str) -> bool {
     let stripped = expr.replace("sqrt", "").replace("frac", "");
@@ -60,6 +62,26 @@ pub(crate) fn equal_under_sympy(reference: &str, given: &str) -> bool {
     if parser.pos != parser.tokens.len() {
         return false;
     }
+    if let Node::Sub(a, b) = &tree {
+        if let (Some(x), Some(y)) = (a.exact(), b.exact()) {
+            // A lone decimal against a fraction: sympy rounds both to the decimal's precision.
+            let float_bits = match (a.lone_float_bits(), b.lone_float_bits()) {
+                (Some(bits), None) if !b.has_float() => Some(bits),
+                (None, Some(bits)) if !a.has_float() => Some(bits),
+                _ => None,
+            };
+            if let Some(bits) = float_bits {
+                if let (Some(x), Some(y)) = (x.round_to_bits(bits), y.round_to_bits(bits)) {
+                    return x == y;
+                }
+            }
+            return x.sub(y).is_some_and(Ratio::is_zero);
+        }
+    }
+    if tree.has_float_power_of_symbol() {
+        return false;
+    }
+    let tolerance = if tree.has_float() { 1e-14 } else { 1e-12 };
     let mut symbols = BTreeSet::new();
     tree.symbols(&mut symbols);
     let symbols: Vec<String> = symbols.into_iter().collect();
@@ -79,7 +101,7 @@ pub(crate) fn equal_under_sympy(reference: &str, given: &str) -> bool {
                 (v, v.abs())
             }
         };
-        value.is_finite() && scale.is_finite() && value.abs() <= 1e-12 * scale
+        value.is_finite() && scale.is_finite() && value.abs() <= tolerance * scale
     })
 }
 
@@ -94,9 +116,9 @@ const POINTS: [Complex; 5] = [
 
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
-    /// A number; `imaginary` for Python's `2j`.
+    /// A number literal (underscores removed); `imaginary` for Python's `2j`.
     Num {
-        value: f64,
+        text: String,
         imaginary: bool,
     },
     /// A name sympy knows (`pi`, `sqrt`, …).
@@ -200,26 +222,24 @@ fn number(chars: &[char], i: usize) -> Option<(Token, usize)> {
             _ => None,
         }
     };
-    let parse = |end: usize| -> Option<f64> {
-        let text: String = chars[i..end].iter().filter(|c| **c != '_').collect();
-        text.parse().ok()
-    };
+    let text = |end: usize| -> String { chars[i..end].iter().filter(|c| **c != '_').collect() };
     let imaginary_at = |end: usize| matches!(chars.get(end), Some('j' | 'J'));
     if int_len > 0 && imaginary_at(i + int_len) {
-        let value = parse(i + int_len)?;
         return Some((
             Token::Num {
-                value,
+                text: text(i + int_len),
                 imaginary: true,
             },
             i + int_len + 1,
         ));
     }
     if let Some(end) = float_end {
-        let value = parse(end)?;
         let imaginary = imaginary_at(end);
         return Some((
-            Token::Num { value, imaginary },
+            Token::Num {
+                text: text(end),
+                imaginary,
+            },
             end + usize::from(imaginary),
         ));
     }
@@ -237,7 +257,7 @@ fn number(chars: &[char], i: usize) -> Option<(Token, usize)> {
     };
     Some((
         Token::Num {
-            value: parse(end)?,
+            text: text(end),
             imaginary: false,
         },
         end,
@@ -264,9 +284,8 @@ fn split_name(name: &str, out: &mut Vec<Token>) {
             while i < chars.len() && chars[i].is_ascii_digit() {
                 i += 1;
             }
-            let digits: String = chars[start..i].iter().collect();
             out.push(Token::Num {
-                value: digits.parse().unwrap_or(f64::NAN),
+                text: chars[start..i].iter().collect(),
                 imaginary: false,
             });
         } else {
@@ -279,7 +298,15 @@ fn split_name(name: &str, out: &mut Vec<Token>) {
 /// A parsed expression.
 #[derive(Debug, Clone)]
 enum Node {
-    Num(Complex),
+    /// A number: its value, its exact value when it is real, and whether Python read it as a
+    /// float (sympy's `Float`).
+    Num {
+        value: Complex,
+        exact: Option<Ratio>,
+        float: bool,
+        /// Significant digits of the literal.
+        digits: u32,
+    },
     Pi,
     Symbol(String),
     Neg(Box<Node>),
@@ -308,13 +335,77 @@ impl Node {
                 a.symbols(out);
                 b.symbols(out);
             }
-            Node::Num(_) | Node::Pi | Node::NotFinite => {}
+            Node::Num { .. } | Node::Pi | Node::NotFinite => {}
+        }
+    }
+
+    /// When `self` is one float literal (perhaps negated), the binary precision sympy gives it:
+    /// its significant digits, at least 15, as bits the way mpmath counts them.
+    fn lone_float_bits(&self) -> Option<u32> {
+        match self {
+            Node::Neg(a) => a.lone_float_bits(),
+            Node::Num {
+                float: true,
+                digits,
+                ..
+            } => {
+                let dps = f64::from((*digits).max(15));
+                Some(((dps + 1.0) * std::f64::consts::LOG2_10).round() as u32)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a float literal appears anywhere in `self`.
+    fn has_float(&self) -> bool {
+        match self {
+            Node::Num { float, .. } => *float,
+            Node::Neg(a) | Node::Call(_, a) => a.has_float(),
+            Node::Add(a, b)
+            | Node::Sub(a, b)
+            | Node::Mul(a, b)
+            | Node::Div(a, b)
+            | Node::Pow(a, b) => a.has_float() || b.has_float(),
+            Node::Symbol(_) | Node::Pi | Node::NotFinite => false,
+        }
+    }
+
+    /// Whether a symbol is raised to a float power somewhere (sympy never merges `r**2.0`
+    /// with `r**2`).
+    fn has_float_power_of_symbol(&self) -> bool {
+        match self {
+            Node::Pow(a, b) => {
+                let mut symbols = BTreeSet::new();
+                a.symbols(&mut symbols);
+                (b.has_float() && !symbols.is_empty())
+                    || a.has_float_power_of_symbol()
+                    || b.has_float_power_of_symbol()
+            }
+            Node::Neg(a) | Node::Call(_, a) => a.has_float_power_of_symbol(),
+            Node::Add(a, b) | Node::Sub(a, b) | Node::Mul(a, b) | Node::Div(a, b) => {
+                a.has_float_power_of_symbol() || b.has_float_power_of_symbol()
+            }
+            Node::Num { .. } | Node::Symbol(_) | Node::Pi | Node::NotFinite => false,
+        }
+    }
+
+    /// The exact value when `self` is rational arithmetic on real numbers (and fits).
+    fn exact(&self) -> Option<Ratio> {
+        match self {
+            Node::Num { exact, .. } => *exact,
+            Node::Neg(a) => a.exact()?.neg(),
+            Node::Add(a, b) => a.exact()?.add(b.exact()?),
+            Node::Sub(a, b) => a.exact()?.sub(b.exact()?),
+            Node::Mul(a, b) => a.exact()?.mul(b.exact()?),
+            Node::Div(a, b) => a.exact()?.div(b.exact()?),
+            Node::Pow(a, b) => a.exact()?.pow(b.exact()?),
+            _ => None,
         }
     }
 
     fn eval(&self, value_of: &dyn Fn(&str) -> Complex) -> Complex {
         match self {
-            Node::Num(c) => *c,
+            Node::Num { value, .. } => *value,
             Node::Pi => Complex::new(std::f64::consts::PI, 0.0),
             Node::Symbol(s) => value_of(s),
             Node::NotFinite => Complex::new(f64::NAN, f64::NAN),
@@ -450,11 +541,28 @@ impl Parser {
         let token = self.peek()?.clone();
         self.pos += 1;
         match token {
-            Token::Num { value, imaginary } => Some(Node::Num(if imaginary {
-                Complex::new(0.0, value)
-            } else {
-                Complex::new(value, 0.0)
-            })),
+            Token::Num { text, imaginary } => {
+                let x: f64 = text.parse().ok()?;
+                let float = text.contains(['.', 'e', 'E']);
+                let mantissa = text.split(['e', 'E']).next().unwrap_or_default();
+                let significant = mantissa.trim_start_matches(['0', '.']).replace('.', "");
+                let digits = u32::try_from(significant.len()).unwrap_or(u32::MAX);
+                Some(if imaginary {
+                    Node::Num {
+                        value: Complex::new(0.0, x),
+                        exact: None,
+                        float,
+                        digits,
+                    }
+                } else {
+                    Node::Num {
+                        value: Complex::new(x, 0.0),
+                        exact: Ratio::from_decimal(&text),
+                        float,
+                        digits,
+                    }
+                })
+            }
             Token::Symbol(s) => Some(Node::Symbol(s)),
             Token::Known("pi") => Some(Node::Pi),
             Token::Known("oo" | "zoo" | "nan") => Some(Node::NotFinite),
@@ -471,121 +579,6 @@ impl Parser {
             }
             _ => None,
         }
-    }
-}
-
-/// A complex number with the principal branches sympy uses.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Complex {
-    re: f64,
-    im: f64,
-}
-
-impl Complex {
-    const fn new(re: f64, im: f64) -> Self {
-        Self { re, im }
-    }
-
-    fn is_finite(self) -> bool {
-        self.re.is_finite() && self.im.is_finite()
-    }
-
-    fn abs(self) -> f64 {
-        self.re.hypot(self.im)
-    }
-
-    fn neg(self) -> Self {
-        Self::new(-self.re, -self.im)
-    }
-
-    fn add(self, o: Self) -> Self {
-        Self::new(self.re + o.re, self.im + o.im)
-    }
-
-    fn sub(self, o: Self) -> Self {
-        Self::new(self.re - o.re, self.im - o.im)
-    }
-
-    fn mul(self, o: Self) -> Self {
-        Self::new(
-            self.re * o.re - self.im * o.im,
-            self.re * o.im + self.im * o.re,
-        )
-    }
-
-    fn div(self, o: Self) -> Self {
-        let d = o.re * o.re + o.im * o.im;
-        if d == 0.0 {
-            return Self::new(f64::NAN, f64::NAN);
-        }
-        Self::new(
-            (self.re * o.re + self.im * o.im) / d,
-            (self.im * o.re - self.re * o.im) / d,
-        )
-    }
-
-    fn ln(self) -> Self {
-        if self.re == 0.0 && self.im == 0.0 {
-            return Self::new(f64::NAN, f64::NAN);
-        }
-        Self::new(self.abs().ln(), self.im.atan2(self.re))
-    }
-
-    fn exp(self) -> Self {
-        let r = self.re.exp();
-        Self::new(r * self.im.cos(), r * self.im.sin())
-    }
-
-    fn sin(self) -> Self {
-        Self::new(
-            self.re.sin() * self.im.cosh(),
-            self.re.cos() * self.im.sinh(),
-        )
-    }
-
-    fn sqrt(self) -> Self {
-        if self.im == 0.0 {
-            return if self.re >= 0.0 {
-                Self::new(self.re.sqrt(), 0.0)
-            } else {
-                Self::new(0.0, (-self.re).sqrt())
-            };
-        }
-        let r = self.abs();
-        let re = ((r + self.re) / 2.0).sqrt();
-        let im = ((r - self.re) / 2.0).sqrt().copysign(self.im);
-        Self::new(re, im)
-    }
-
-    fn pow(self, e: Self) -> Self {
-        let integral = e.im == 0.0 && e.re.fract() == 0.0 && e.re.abs() <= 64.0;
-        if integral {
-            let mut n = e.re.abs() as u32;
-            let (mut base, mut acc) = (self, Self::new(1.0, 0.0));
-            while n > 0 {
-                if n & 1 == 1 {
-                    acc = acc.mul(base);
-                }
-                base = base.mul(base);
-                n >>= 1;
-            }
-            return if e.re < 0.0 {
-                Self::new(1.0, 0.0).div(acc)
-            } else {
-                acc
-            };
-        }
-        if self.re == 0.0 && self.im == 0.0 {
-            return if e.re > 0.0 {
-                Self::new(0.0, 0.0)
-            } else {
-                Self::new(f64::NAN, f64::NAN)
-            };
-        }
-        if e == Self::new(0.5, 0.0) {
-            return self.sqrt();
-        }
-        e.mul(self.ln()).exp()
     }
 }
 
@@ -620,6 +613,7 @@ mod tests {
             ("x/x", "1"),
             ("sqrt(x)^2", "x"),
             ("sqrt(3)sqrt(3)", "3"),
+            ("3840/289", "13.28719723183391"),
         ];
         for (a, b) in yes {
             assert!(equal_under_sympy(a, b), "{a} = {b}");
@@ -638,6 +632,9 @@ mod tests {
             ("√2", "sqrt(2)"),
             ("x+1/2", "(x+1)/2"),
             ("0.1+0.2", "0.3 + 1e-9"),
+            ("0.3333333333333333", "1/3"),
+            ("4.666666666666667", "14/3"),
+            ("3r^2", "3r^2."),
         ];
         for (a, b) in no {
             assert!(!equal_under_sympy(a, b), "{a} != {b}");
@@ -647,7 +644,7 @@ mod tests {
     #[test]
     fn python_numbers_tokenize_as_python_does() {
         let num = |s: &str| match tokenize(s).as_deref() {
-            Some([Token::Num { value, imaginary }]) => Some((*value, *imaginary)),
+            Some([Token::Num { text, imaginary }]) => Some((text.parse().ok()?, *imaginary)),
             _ => None,
         };
         assert_eq!(num("52_8"), Some((528.0, false)));
