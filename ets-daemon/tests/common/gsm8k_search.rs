@@ -10,11 +10,11 @@ use ets_kvtree::KvTree;
 use ets_solver::cluster::AverageLinkage;
 use ets_solver::retention::BranchAndBound;
 
-/// The first `n` GSM8K test questions of the shared data folder.
+/// The first `n` GSM8K test questions of the repository's `data/`.
 pub fn gsm8k_questions(n: usize) -> Vec<String> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/gsm8k_test.jsonl"
+        "/../data/gsm8k_test.jsonl"
     );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.lines()

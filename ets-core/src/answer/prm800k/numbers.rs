@@ -171,6 +171,11 @@ impl Ratio {
         }
     }
 
+    /// The nearest f64 (for these sizes, through one rounding of each part).
+    pub(super) fn to_f64(self) -> f64 {
+        self.num as f64 / self.den as f64
+    }
+
     pub(super) fn is_zero(self) -> bool {
         self.num == 0
     }

@@ -75,7 +75,17 @@ pub(crate) fn equal_under_sympy(reference: &str, given: &str) -> bool {
                     return x == y;
                 }
             }
-            return x.sub(y).is_some_and(Ratio::is_zero);
+            if !a.has_float() && !b.has_float() {
+                return x.sub(y).is_some_and(Ratio::is_zero);
+            }
+        }
+        // Numbers with floats in them: sympy computes in 53-bit binary, as f64 does, and the
+        // difference is zero only when the two round to the same number.
+        if let (Some(x), Some(y)) = (a.number(), b.number()) {
+            return match (x, y) {
+                (Number::Exact(x), Number::Exact(y)) => x == y,
+                (x, y) => x.to_f64() == y.to_f64(),
+            };
         }
     }
     if tree.has_float_power_of_symbol() {
@@ -389,6 +399,36 @@ impl Node {
         }
     }
 
+    /// The value of a tree of real numbers the way sympy computes it: exact while only
+    /// rationals meet, 53-bit floating point once a float literal is involved.
+    fn number(&self) -> Option<Number> {
+        let pair = |a: &Node, b: &Node| Some((a.number()?, b.number()?));
+        Some(match self {
+            Node::Num {
+                exact: Some(exact),
+                float,
+                value,
+                ..
+            } => {
+                if *float {
+                    Number::Float(value.re)
+                } else {
+                    Number::Exact(*exact)
+                }
+            }
+            Node::Neg(a) => match a.number()? {
+                Number::Exact(x) => Number::Exact(x.neg()?),
+                Number::Float(x) => Number::Float(-x),
+            },
+            Node::Add(a, b) => Number::combine(pair(a, b)?, Ratio::add, |x, y| x + y)?,
+            Node::Sub(a, b) => Number::combine(pair(a, b)?, Ratio::sub, |x, y| x - y)?,
+            Node::Mul(a, b) => Number::combine(pair(a, b)?, Ratio::mul, |x, y| x * y)?,
+            Node::Div(a, b) => Number::combine(pair(a, b)?, Ratio::div, |x, y| x / y)?,
+            Node::Pow(a, b) => Number::combine(pair(a, b)?, Ratio::pow, f64::powf)?,
+            _ => return None,
+        })
+    }
+
     /// The exact value when `self` is rational arithmetic on real numbers (and fits).
     fn exact(&self) -> Option<Ratio> {
         match self {
@@ -428,6 +468,38 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// A real number as sympy holds it: an exact rational or a (53-bit) float.
+#[derive(Debug, Clone, Copy)]
+enum Number {
+    Exact(Ratio),
+    Float(f64),
+}
+
+impl Number {
+    fn to_f64(self) -> f64 {
+        match self {
+            Number::Exact(x) => x.to_f64(),
+            Number::Float(x) => x,
+        }
+    }
+
+    /// `exact` when both are exact and it succeeds, else `float` on their f64 values; `None`
+    /// for results that are not finite real numbers.
+    fn combine(
+        (a, b): (Number, Number),
+        exact: fn(Ratio, Ratio) -> Option<Ratio>,
+        float: fn(f64, f64) -> f64,
+    ) -> Option<Number> {
+        if let (Number::Exact(x), Number::Exact(y)) = (a, b) {
+            if let Some(z) = exact(x, y) {
+                return Some(Number::Exact(z));
+            }
+        }
+        let z = float(a.to_f64(), b.to_f64());
+        z.is_finite().then_some(Number::Float(z))
     }
 }
 
@@ -614,6 +686,8 @@ mod tests {
             ("sqrt(x)^2", "x"),
             ("sqrt(3)sqrt(3)", "3"),
             ("3840/289", "13.28719723183391"),
+            ("1.5*2", "3"),
+            ("2.5+1/3", "17/6"),
         ];
         for (a, b) in yes {
             assert!(equal_under_sympy(a, b), "{a} = {b}");
@@ -635,6 +709,7 @@ mod tests {
             ("0.3333333333333333", "1/3"),
             ("4.666666666666667", "14/3"),
             ("3r^2", "3r^2."),
+            (".0000672", "6.72*10^-5"),
         ];
         for (a, b) in no {
             assert!(!equal_under_sympy(a, b), "{a} != {b}");
