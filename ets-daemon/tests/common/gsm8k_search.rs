@@ -12,10 +12,7 @@ use ets_solver::retention::BranchAndBound;
 
 /// The first `n` GSM8K test questions of the repository's `data/`.
 pub fn gsm8k_questions(n: usize) -> Vec<String> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../data/gsm8k_test.jsonl"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/gsm8k_test.jsonl");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.lines()
         .take(n)

@@ -186,29 +186,47 @@ impl Ratio {
         if self.num == 0 {
             return Some((0, 0));
         }
-        let (n, d) = (self.num.abs(), self.den);
-        let log2 = |x: i128| 127 - x.leading_zeros() as i32;
-        // 2^(bits-1) <= n / d / 2^e < 2^bits, found from the bit lengths and then adjusted.
-        let mut e = log2(n) - log2(d) - (bits as i32 - 1);
-        let pow2 = |k: i32| -> Option<i128> { (0..126).contains(&k).then(|| 1i128 << k) };
-        let shifted = |e: i32| -> Option<(i128, i128)> {
-            if e <= 0 {
-                Some((n.checked_mul(pow2(-e)?)?, d))
-            } else {
-                Some((n, d.checked_mul(pow2(e)?)?))
-            }
-        };
-        let (mut sn, mut sd) = shifted(e)?;
-        if sn / sd >= 1i128 << bits {
-            e += 1;
-            (sn, sd) = shifted(e)?;
-        } else if sn / sd < 1i128 << (bits - 1) {
-            e -= 1;
-            (sn, sd) = shifted(e)?;
+        if !(1..=120).contains(&bits) {
+            return None;
         }
-        let (q, r) = (sn / sd, sn % sd);
-        let round_up = 2 * r > sd || (2 * r == sd && q % 2 == 1);
-        let m = q + i128::from(round_up);
+        let (n, d) = (self.num.unsigned_abs(), self.den.unsigned_abs());
+        if d >= 1 << 126 {
+            return None;
+        }
+        let bit_len = |x: u128| 128 - x.leading_zeros();
+        let (int, mut rem) = (n / d, n % d);
+        let (mut m, mut e, round_up);
+        if bit_len(int) > bits {
+            // More integer bits than fit: the dropped low bits decide the rounding.
+            let shift = bit_len(int) - bits;
+            m = int >> shift;
+            e = i32::try_from(shift).ok()?;
+            let (low, half) = (int & ((1u128 << shift) - 1), 1u128 << (shift - 1));
+            round_up = low > half || (low == half && (rem > 0 || m % 2 == 1));
+        } else {
+            // Long division, one binary digit at a time, until `bits` significant bits.
+            (m, e) = (int, 0);
+            while bit_len(m) < bits {
+                rem *= 2;
+                m = m * 2 + u128::from(rem >= d);
+                if rem >= d {
+                    rem -= d;
+                }
+                e -= 1;
+            }
+            rem *= 2;
+            let half = rem >= d;
+            if half {
+                rem -= d;
+            }
+            round_up = half && (rem > 0 || m % 2 == 1);
+        }
+        m += u128::from(round_up);
+        if bit_len(m) > bits {
+            m >>= 1;
+            e += 1;
+        }
+        let m = i128::try_from(m).ok()?;
         Some((if self.num < 0 { -m } else { m }, e))
     }
 
@@ -235,6 +253,19 @@ impl Ratio {
 
     pub(super) fn div(self, o: Self) -> Option<Self> {
         Self::new(self.num.checked_mul(o.den)?, self.den.checked_mul(o.num)?)
+    }
+
+    /// The square root when numerator and denominator are perfect squares.
+    pub(super) fn sqrt(self) -> Option<Self> {
+        let root = |n: i128| -> Option<i128> {
+            if n < 0 {
+                return None;
+            }
+            let guess = (n as f64).sqrt() as i128;
+            (guess.saturating_sub(1)..=guess.saturating_add(1))
+                .find(|r| *r >= 0 && r.checked_mul(*r) == Some(n))
+        };
+        Self::new(root(self.num)?, root(self.den)?)
     }
 
     /// `self` to an integer power; `None` for other exponents.
@@ -268,6 +299,8 @@ mod tests {
         assert_eq!(r(2, 3).and_then(|x| x.pow(r(-2, 1)?)), r(9, 4));
         assert_eq!(r(1, 2).and_then(|x| x.pow(r(1, 2)?)), None);
         assert_eq!(r(1, 0), None);
+        assert_eq!(r(9, 4).and_then(Ratio::sqrt), r(3, 2));
+        assert_eq!(r(2, 1).and_then(Ratio::sqrt), None);
     }
 
     #[test]

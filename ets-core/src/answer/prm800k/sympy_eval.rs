@@ -63,29 +63,8 @@ pub(crate) fn equal_under_sympy(reference: &str, given: &str) -> bool {
         return false;
     }
     if let Node::Sub(a, b) = &tree {
-        if let (Some(x), Some(y)) = (a.exact(), b.exact()) {
-            // A lone decimal against a fraction: sympy rounds both to the decimal's precision.
-            let float_bits = match (a.lone_float_bits(), b.lone_float_bits()) {
-                (Some(bits), None) if !b.has_float() => Some(bits),
-                (None, Some(bits)) if !a.has_float() => Some(bits),
-                _ => None,
-            };
-            if let Some(bits) = float_bits {
-                if let (Some(x), Some(y)) = (x.round_to_bits(bits), y.round_to_bits(bits)) {
-                    return x == y;
-                }
-            }
-            if !a.has_float() && !b.has_float() {
-                return x.sub(y).is_some_and(Ratio::is_zero);
-            }
-        }
-        // Numbers with floats in them: sympy computes in 53-bit binary, as f64 does, and the
-        // difference is zero only when the two round to the same number.
-        if let (Some(x), Some(y)) = (a.number(), b.number()) {
-            return match (x, y) {
-                (Number::Exact(x), Number::Exact(y)) => x == y,
-                (x, y) => x.to_f64() == y.to_f64(),
-            };
+        if let Some(equal) = numbers_equal(a, b) {
+            return equal;
         }
     }
     if tree.has_float_power_of_symbol() {
@@ -113,6 +92,71 @@ pub(crate) fn equal_under_sympy(reference: &str, given: &str) -> bool {
         };
         value.is_finite() && scale.is_finite() && value.abs() <= tolerance * scale
     })
+}
+
+/// The verdict on `a - b` when at least one side is a plain number (no symbols), as sympy
+/// reaches it without `simplify`'s algebra; `None` to leave it to the identity test.
+fn numbers_equal(a: &Node, b: &Node) -> Option<bool> {
+    // A decimal literal is a binary float of its own precision (53 bits for up to 15 digits,
+    // more beyond); against another literal or a fraction, both are rounded to it and compared.
+    let lone = |n: &Node, other: &Node| -> Option<(i128, i32)> {
+        let bits = n.lone_float_bits()?;
+        let (m, e) = n.exact()?.round_to_bits(bits)?;
+        let _ = other;
+        Some(normalize_binary(m, e))
+    };
+    match (a.lone_float_bits(), b.lone_float_bits()) {
+        (Some(_), Some(_)) => {
+            if let (Some(x), Some(y)) = (lone(a, b), lone(b, a)) {
+                return Some(x == y);
+            }
+        }
+        (Some(bits), None) | (None, Some(bits)) => {
+            let (float, other) = if a.lone_float_bits().is_some() {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            if !other.has_float() {
+                if let (Some(x), Some(y)) = (float.exact(), other.exact()) {
+                    let round =
+                        |r: Ratio| r.round_to_bits(bits).map(|(m, e)| normalize_binary(m, e));
+                    if let (Some(x), Some(y)) = (round(x), round(y)) {
+                        return Some(x == y);
+                    }
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    let (x, y) = (a.exact(), b.exact());
+    if let (Some(x), Some(y)) = (x, y) {
+        if !a.has_float() && !b.has_float() {
+            return Some(x.sub(y).is_some_and(Ratio::is_zero));
+        }
+    }
+    // Numbers with floats in them: sympy computes in 53-bit binary, as f64 does, and the
+    // difference is zero only when the two round to the same number.
+    match (a.number(), b.number()) {
+        (Some(Number::Exact(x)), Some(Number::Exact(y))) => Some(x == y),
+        (Some(x), Some(y)) => Some(x.to_f64() == y.to_f64()),
+        // A float never cancels an irrational constant (`15.556349186104047` is not `11√2`).
+        (Some(Number::Float(_)), None) if b.is_constant() => Some(false),
+        (None, Some(Number::Float(_))) if a.is_constant() => Some(false),
+        _ => None,
+    }
+}
+
+/// `m·2^e` with the trailing zero bits of `m` moved into `e`, so equal values compare equal.
+fn normalize_binary(mut m: i128, mut e: i32) -> (i128, i32) {
+    if m == 0 {
+        return (0, 0);
+    }
+    while m % 2 == 0 {
+        m /= 2;
+        e += 1;
+    }
+    (m, e)
 }
 
 /// Sample values of the symbols: one per quadrant and more, none real.
@@ -429,6 +473,13 @@ impl Node {
         })
     }
 
+    /// Whether `self` has no symbols (and nothing that fails to evaluate).
+    fn is_constant(&self) -> bool {
+        let mut symbols = BTreeSet::new();
+        self.symbols(&mut symbols);
+        symbols.is_empty() && !matches!(self, Node::NotFinite)
+    }
+
     /// The exact value when `self` is rational arithmetic on real numbers (and fits).
     fn exact(&self) -> Option<Ratio> {
         match self {
@@ -439,6 +490,7 @@ impl Node {
             Node::Mul(a, b) => a.exact()?.mul(b.exact()?),
             Node::Div(a, b) => a.exact()?.div(b.exact()?),
             Node::Pow(a, b) => a.exact()?.pow(b.exact()?),
+            Node::Call("sqrt", a) => a.exact()?.sqrt(),
             _ => None,
         }
     }
@@ -688,6 +740,7 @@ mod tests {
             ("3840/289", "13.28719723183391"),
             ("1.5*2", "3"),
             ("2.5+1/3", "17/6"),
+            ("0.5", "sqrt(4)/4"),
         ];
         for (a, b) in yes {
             assert!(equal_under_sympy(a, b), "{a} = {b}");
@@ -710,6 +763,9 @@ mod tests {
             ("4.666666666666667", "14/3"),
             ("3r^2", "3r^2."),
             (".0000672", "6.72*10^-5"),
+            (".0000672", "6.7199999999999994e-05"),
+            ("11sqrt(2)", "15.556349186104047"),
+            ("11sqrt(2)", "2*7.778174593052023"),
         ];
         for (a, b) in no {
             assert!(!equal_under_sympy(a, b), "{a} != {b}");
