@@ -455,5 +455,33 @@ mod tests {
         assert!(e(&["--dataset", "/nonexistent.jsonl"]).contains("/nonexistent.jsonl"));
         assert!(e(&["--dataset", "gsm8k", "--width", "4"]).contains("--widths"));
         assert!(e(&["--dataset", "gsm8k", "--grader", "nope"]).contains("nope"));
+        assert!(e(&["--dataset", "gsm8k", "--answers", "nope"]).contains("nope"));
+    }
+
+    #[test]
+    fn the_grader_is_prm800k_unless_chosen_and_old_answer_flags_still_read() {
+        let p = |a: &[&str]| plan(&parse(a)).unwrap();
+        let math = p(&["--dataset", "math500", "--limit", "1"]);
+        assert_eq!(
+            (math.answers, math.grader),
+            (Dataset::Math, Grader::Prm800k)
+        );
+        let lenient = p(&[
+            "--dataset",
+            "math500",
+            "--grader",
+            "lenient",
+            "--limit",
+            "1",
+        ]);
+        assert_eq!(lenient.grader, Grader::Lenient);
+        let answers = p(&["--dataset", "math500", "--answers", "gsm8k", "--limit", "1"]);
+        assert_eq!(
+            (answers.answers, answers.grader),
+            (Dataset::Gsm8k, Grader::Prm800k)
+        );
+        // `--grader gsm8k` meant the answer conventions before graders could be chosen.
+        let old = p(&["--dataset", "math500", "--grader", "gsm8k", "--limit", "1"]);
+        assert_eq!((old.answers, old.grader), (Dataset::Gsm8k, Grader::Prm800k));
     }
 }

@@ -249,3 +249,54 @@ fn summary_aggregates_cells_and_ratios() {
         "{md}"
     );
 }
+
+#[test]
+fn records_and_summaries_written_before_graders_read_back_as_lenient() {
+    let o = outcome(1, &[("8", 0.9)], 1000);
+    let r = EvalRecord::new(
+        &problem("8"),
+        Method::Ets,
+        4,
+        0,
+        Dataset::Gsm8k,
+        Grader::Prm800k,
+        1,
+        o,
+    );
+    assert_eq!(
+        serde_json::to_value(&r).unwrap()["math_grader"],
+        "prm800k",
+        "new lines record their grader"
+    );
+    let mut old = serde_json::to_value(&r).unwrap();
+    old.as_object_mut().unwrap().remove("math_grader");
+    let back: EvalRecord = serde_json::from_value(old).unwrap();
+    assert_eq!(back.math_grader, Grader::Lenient);
+    let mut old = serde_json::to_value(summarize("gsm8k", Grader::Prm800k, vec![r])).unwrap();
+    assert_eq!(old["grader"], "prm800k");
+    old.as_object_mut().unwrap().remove("grader");
+    let back: EvalSummary = serde_json::from_value(old).unwrap();
+    assert_eq!(back.grader, Grader::Lenient);
+}
+
+#[test]
+fn the_summary_regrades_records_under_its_grader() {
+    // PRM800K does not know `\INFTY`; the lenient grader lowercases it.
+    let p = problem("(-\\infty, 0]");
+    let o = outcome(1, &[("(-\\INFTY, 0]", 0.9)], 1000);
+    let r = EvalRecord::new(&p, Method::Ets, 4, 0, Dataset::Math, Grader::Lenient, 1, o);
+    assert!(r.correct);
+    let strict = summarize("math500", Grader::Prm800k, vec![r.clone()]);
+    assert_eq!(
+        (strict.grader, strict.cells[0].correct),
+        (Grader::Prm800k, 0)
+    );
+    assert!(markdown_table(&strict).contains("graded by `prm800k`"));
+    let regraded = r.clone().regraded(Grader::Prm800k);
+    assert_eq!(
+        (regraded.math_grader, regraded.correct),
+        (Grader::Prm800k, false)
+    );
+    let lenient = summarize("math500", Grader::Lenient, vec![r]);
+    assert_eq!(lenient.cells[0].correct, 1);
+}

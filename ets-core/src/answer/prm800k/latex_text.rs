@@ -296,14 +296,9 @@ impl Walker {
     }
 
     fn starts_with(&self, text: &str) -> bool {
-        let mut k = self.pos;
-        for c in text.chars() {
-            if self.s.get(k) != Some(&c) {
-                return false;
-            }
-            k += 1;
-        }
-        true
+        (self.pos..)
+            .zip(text.chars())
+            .all(|(k, c)| self.s.get(k) == Some(&c))
     }
 
     fn skip_whitespace(&mut self) {
