@@ -1,11 +1,11 @@
 //! Grading: is a given final answer equivalent to the reference answer?
 //!
-//! MATH answers follow PRM800K's grader (`grading/grader.py`): equal Hendrycks normal forms, or
-//! equal PRM800K normal forms, or element-wise equality of tuples and intervals where each
-//! element pair is decided by exact rules for fractions and integers and numerically
-//! otherwise. PRM800K's last resort is `sympy.simplify`; there is no computer-algebra system
-//! here, so that step is replaced by numeric evaluation (see [`lenient_equal`]). GSM8K answers are
-//! numbers and compare as numbers.
+//! A [`Grader`] decides MATH answers: `prm800k` ([`prm800k_equal`], PRM800K's own grader,
+//! reproduced in `super::prm800k`) or `lenient` ([`lenient_equal`], here): equal Hendrycks normal
+//! forms, or equal lenient normal forms, or element-wise equality of unions, matrices, tuples,
+//! intervals and lists, each element pair decided by exact rules for fractions and integers and
+//! numerically otherwise (see [`lenient_equal`]). GSM8K answers are numbers and compare as
+//! numbers ([`gsm8k_equal`]); the grader decides those that are not.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,7 @@ use super::prm800k::prm800k_equal;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Dataset {
-    /// MATH / MATH500: LaTeX answers, graded by [`lenient_equal`].
+    /// MATH / MATH500: LaTeX answers, graded by a [`Grader`].
     Math,
     /// GSM8K: numeric answers, graded by [`gsm8k_equal`].
     Gsm8k,
@@ -82,7 +82,8 @@ pub fn answers_equal(dataset: Dataset, grader: Grader, given: &str, reference: &
     }
 }
 
-/// Whether the MATH answer `given` is equivalent to `reference`, following PRM800K's grader.
+/// Whether the MATH answer `given` is equivalent to `reference` under the `lenient` grader:
+/// PRM800K's structure with mathematical equivalence for the elements, kinder to notation.
 ///
 /// 1. Equal under [`math_normalize`] (Hendrycks): equivalent.
 /// 2. Equal under [`lenient_normalize`]: equivalent. An empty given answer is not.

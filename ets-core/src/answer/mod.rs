@@ -2,22 +2,26 @@
 //!
 //! A finished trajectory's text goes through [`extract_answer`] (last `\boxed{…}`, else "The
 //! answer is: X", else GSM8K's `#### N`); [`answers_equal`] decides whether two answers are
-//! the same under a [`Dataset`]'s conventions; [`vote()`] groups the answers of many
+//! the same under a [`Dataset`]'s conventions and a [`Grader`] (`prm800k`: PRM800K's grader;
+//! `lenient`: mathematical equivalence); [`vote()`] groups the answers of many
 //! trajectories by that equivalence and picks one by a [`VoteRule`] over PRM step scores
 //! combined with a [`StepAggregate`].
 //!
 //! Layout:
 //! - `extract`: [`extract_answer`], [`last_boxed`], [`answer_is`], [`gsm8k_hash`],
 //!   [`gsm8k_reference`], [`strip_calculator_annotations`].
-//! - `normalize`: [`math_normalize`] (Hendrycks' MATH normalizer) and [`lenient_normalize`]
-//!   (PRM800K's second normalizer).
-//! - `grade`: [`math_equal`] (PRM800K's grading rules), [`gsm8k_equal`], [`answers_equal`].
-//! - `expr` (private): the arithmetic parser and numeric evaluator behind `math_equal`.
+//! - `hendrycks`: [`math_normalize`] (Hendrycks' MATH normalizer, both graders' first test).
+//! - `prm800k`: [`prm800k_equal`] and [`prm800k_normalize`], PRM800K's grader rule by rule
+//!   (its `pylatexenc` rendering and sympy step emulated in `prm800k/`).
+//! - `lenient_normalize`: [`lenient_normalize`], the lenient grader's normal form.
+//! - `grade`: [`Grader`], [`lenient_equal`], [`gsm8k_equal`], [`answers_equal`].
+//! - `expr` (private): the arithmetic parser and numeric evaluator behind `lenient_equal`.
 //! - `vote`: [`aggregate`], [`vote()`].
 //!
 //! **Invariants**: every function here is pure and total — any string in, an answer out, no
-//! panics, no I/O. Grading is not symbolic: where PRM800K calls sympy, [`math_equal`] evaluates
-//! numerically (see its documentation for what that covers and what it does not).
+//! panics, no I/O. Grading is not symbolic: where PRM800K calls sympy, [`prm800k_equal`] runs an
+//! identity test that follows sympy's parsing and number semantics, and [`lenient_equal`]
+//! evaluates numerically (see their documentation for what that covers and what it does not).
 //!
 //! **Must not**: depend on a model, a tokenizer or the search; the vote sees only answers and
 //! step scores.
