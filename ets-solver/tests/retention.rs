@@ -73,13 +73,13 @@ fn random_problem(rng: &mut ChaCha8Rng) -> RetentionProblem {
         level = (start..ancestor_parent.len()).collect();
     }
     let m = ancestor_parent.len();
-    let candidate_parent: Vec<usize> = (0..n)
+    let candidate_parent: Vec<Option<usize>> = (0..n)
         .map(|_| {
-            if rng.gen_bool(0.85) {
+            Some(if rng.gen_bool(0.85) {
                 level[rng.gen_range(0..level.len())]
             } else {
                 rng.gen_range(0..m)
-            }
+            })
         })
         .collect();
     let scores: Vec<f64> = if rng.gen_bool(0.3) {

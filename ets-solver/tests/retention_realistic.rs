@@ -53,6 +53,18 @@ pub const CROSS_HEAVY_MIX: ClusterMix = ClusterMix {
     cross: 0.15,
 };
 
+/// The hard family: at width 256 about 30–80 clusters span parents (issue 15's slow problems
+/// had 36–73), so the solver must branch on many coupled decisions.
+pub const HARD_MIX: ClusterMix = ClusterMix {
+    sibling: 0.1,
+    cross: 0.3,
+};
+
+/// A problem of the hard family: a simulated search of width 256 clustered with [`HARD_MIX`].
+pub fn hard_problem(seed: u64) -> RetentionProblem {
+    realistic_problem_with(256, 0x4a52_0000 + seed, HARD_MIX)
+}
+
 /// A retention problem from a simulated REBASE search of `width` over 3–8 depths, clustered
 /// with [`TYPICAL_MIX`].
 pub fn realistic_problem(width: usize, seed: u64) -> RetentionProblem {
@@ -62,7 +74,28 @@ pub fn realistic_problem(width: usize, seed: u64) -> RetentionProblem {
 /// A retention problem from a simulated REBASE search of `width` over 3–8 depths.
 pub fn realistic_problem_with(width: usize, seed: u64, mix: ClusterMix) -> RetentionProblem {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let depth = rng.gen_range(3..=8);
+    // Drawn as an i32, as it always was, so the seeded problems stay the same.
+    let depth: i32 = rng.gen_range(3..=8);
+    simulated_problem(width, depth as usize, mix, &mut rng)
+}
+
+/// The retention problem of the frontier after `depth` depths of a simulated REBASE search of
+/// `width` (depth 0: the root alone).
+pub fn realistic_problem_at_depth(
+    width: usize,
+    depth: usize,
+    seed: u64,
+    mix: ClusterMix,
+) -> RetentionProblem {
+    simulated_problem(width, depth, mix, &mut ChaCha8Rng::seed_from_u64(seed))
+}
+
+fn simulated_problem(
+    width: usize,
+    depth: usize,
+    mix: ClusterMix,
+    rng: &mut ChaCha8Rng,
+) -> RetentionProblem {
     let mut nodes = vec![SimNode {
         parent: None,
         score: 0.5,
@@ -109,12 +142,13 @@ pub fn realistic_problem_with(width: usize, seed: u64, mix: ClusterMix) -> Reten
             ancestor_parent.push(node.parent.map(|p| index[p]));
         }
     }
-    let candidate_parent: Vec<usize> = frontier
+    // The root has no parent: at depth 0 it is the lone candidate, no special case needed.
+    let candidate_parent: Vec<Option<usize>> = frontier
         .iter()
-        .map(|&c| index[nodes[c].parent.expect("candidates are below the root")])
+        .map(|&c| nodes[c].parent.map(|p| index[p]))
         .collect();
     let scores: Vec<f64> = frontier.iter().map(|&i| nodes[i].score).collect();
-    let (clusters, num_clusters) = sibling_clusters(&candidate_parent, mix, &mut rng);
+    let (clusters, num_clusters) = sibling_clusters(&candidate_parent, mix, rng);
     RetentionProblem {
         targets: targets(&scores, width),
         candidate_parent,
@@ -131,7 +165,7 @@ pub fn realistic_problem_with(width: usize, seed: u64, mix: ClusterMix) -> Reten
 /// Clusters with two or more members, and how many of those have members under two or more
 /// parents (the ones the solver must branch on).
 pub fn shared_clusters(p: &RetentionProblem) -> (usize, usize) {
-    let mut parents: Vec<Vec<usize>> = vec![Vec::new(); p.num_clusters];
+    let mut parents: Vec<Vec<Option<usize>>> = vec![Vec::new(); p.num_clusters];
     for (i, &k) in p.clusters.iter().enumerate() {
         parents[k].push(p.candidate_parent[i]);
     }
@@ -152,7 +186,7 @@ pub fn targets(scores: &[f64], width: usize) -> Vec<f64> {
 
 /// Cluster labels (dense, by first appearance) and their count, as [`ClusterMix`] says.
 fn sibling_clusters(
-    candidate_parent: &[usize],
+    candidate_parent: &[Option<usize>],
     mix: ClusterMix,
     rng: &mut ChaCha8Rng,
 ) -> (Vec<usize>, usize) {
@@ -198,9 +232,33 @@ mod checks {
                     "width {width}: {n} candidates"
                 );
                 let (shared, _) = shared_clusters(&p);
-                assert!(shared >= 1 && shared * 2 <= p.num_clusters, "{shared}");
+                assert!(
+                    shared >= 1 && shared * 2 <= p.num_clusters,
+                    "width {width} seed {seed}: {shared} shared of {}",
+                    p.num_clusters
+                );
             }
         }
+    }
+
+    #[test]
+    fn the_depth_0_frontier_is_the_root_kept_alone() {
+        // The simulation builds depth 0 like any other depth: the root is the lone candidate.
+        let p = realistic_problem_at_depth(16, 0, 1, TYPICAL_MIX);
+        assert_eq!(p.candidate_parent, vec![None]);
+        assert_eq!(p.num_ancestors(), 0);
+        let got = BranchAndBound::default().try_solve(&p).unwrap();
+        assert_eq!(got.keep, vec![true]);
+        assert!(got.proven_optimal);
+        assert_eq!(got.objective, p.objective(&[true]));
+        assert_eq!(got.keep, BruteForceRetention.solve(&p).keep);
+        // Depth 1 has the root as the only ancestor.
+        let p = realistic_problem_at_depth(16, 1, 1, TYPICAL_MIX);
+        assert_eq!(p.num_ancestors(), 1);
+        assert_eq!(
+            BranchAndBound::default().solve(&p).keep,
+            BruteForceRetention.solve(&p).keep
+        );
     }
 
     #[test]
@@ -232,7 +290,11 @@ mod checks {
         let c = p.node_cost();
         let v = p.cluster_value();
         let candidate_children: Vec<Vec<usize>> = (0..m)
-            .map(|j| (0..n).filter(|&i| p.candidate_parent[i] == j).collect())
+            .map(|j| {
+                (0..n)
+                    .filter(|&i| p.candidate_parent[i] == Some(j))
+                    .collect()
+            })
             .collect();
         let ancestor_children: Vec<Vec<usize>> = (0..m)
             .map(|j| {

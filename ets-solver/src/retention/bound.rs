@@ -185,7 +185,7 @@ mod tests {
     fn worked(lambda_s: f64) -> RetentionProblem {
         RetentionProblem {
             targets: vec![0.5, 0.3125, 0.0, 0.125, 0.0625],
-            candidate_parent: vec![1, 1, 1, 2, 2],
+            candidate_parent: [1, 1, 1, 2, 2].map(Some).to_vec(),
             ancestor_parent: vec![None, Some(0), Some(0)],
             clusters: vec![0, 1, 2, 0, 2],
             num_clusters: 3,

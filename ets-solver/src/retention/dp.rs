@@ -381,7 +381,7 @@ mod tests {
     fn problem(targets: Vec<f64>, lambda_b: f64) -> RetentionProblem {
         RetentionProblem {
             targets,
-            candidate_parent: vec![1, 1, 1, 2, 2],
+            candidate_parent: [1, 1, 1, 2, 2].map(Some).to_vec(),
             ancestor_parent: vec![None, Some(0), Some(0)],
             clusters: vec![0, 1, 2, 3, 4],
             num_clusters: 5,
@@ -457,7 +457,7 @@ mod group_tests {
         // r → {a1, a2, a3}; a1 and a2 share a cluster worth 0.3.
         let p = RetentionProblem {
             targets: vec![0.0, 0.1, 0.0],
-            candidate_parent: vec![0, 0, 0],
+            candidate_parent: vec![Some(0); 3],
             ancestor_parent: vec![None],
             clusters: vec![0, 0, 1],
             num_clusters: 2,

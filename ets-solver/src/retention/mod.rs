@@ -44,7 +44,7 @@ use tree::{Fix, Instance};
 /// // r → A → {a1, a2}, r → B → {b1}; a1 and a2 say the same thing.
 /// let problem = RetentionProblem {
 ///     targets: vec![0.8, 0.1, 0.1],
-///     candidate_parent: vec![1, 1, 2],
+///     candidate_parent: vec![Some(1), Some(1), Some(2)],
 ///     ancestor_parent: vec![None, Some(0), Some(0)],
 ///     clusters: vec![0, 0, 1],
 ///     num_clusters: 2,
@@ -86,6 +86,18 @@ impl BranchAndBound {
     /// The problem's [`RetentionProblem::validate`] error, when it is malformed.
     pub fn try_solve(&self, problem: &RetentionProblem) -> Result<Retention, RetentionError> {
         problem.validate()?;
+        if problem.num_candidates() == 1 {
+            // The only feasible set keeps the lone candidate: the root alone at depth 0, or
+            // one child.
+            let keep = vec![true];
+            return Ok(Retention {
+                objective: problem.objective(&keep),
+                keep,
+                proven_optimal: true,
+                nodes_explored: 0,
+                lp_solves: 0,
+            });
+        }
         let inst = Instance::new(problem);
         let n = inst.num_candidates();
         if inst.cost <= 0.0 {
