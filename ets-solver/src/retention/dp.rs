@@ -47,7 +47,8 @@ pub(crate) struct TreeDp {
     value: Vec<f64>,
     /// Optimum of each ancestor's subtree given that it is live (`-inf` when it cannot be).
     pub(crate) upper: Vec<f64>,
-    forced: Vec<bool>,
+    /// Whether each ancestor's subtree holds a forced candidate (it must be live).
+    pub(crate) forced: Vec<bool>,
     best_rank: Vec<usize>,
     take_ancestor: Vec<bool>,
     take_candidate: Vec<bool>,
@@ -138,6 +139,11 @@ impl Group {
         } else {
             f64::NEG_INFINITY
         }
+    }
+
+    /// Whether a member is forced in (the group must be kept), after the last run.
+    pub(crate) fn is_forced(&self) -> bool {
+        self.forced
     }
 
     /// Whether member `i` (worth `w`, forced or not) is kept when the group is.
