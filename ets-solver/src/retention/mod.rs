@@ -82,7 +82,7 @@ pub struct BranchAndBound {
 
 impl BranchAndBound {
     /// The default work limit, [`BranchAndBound::work_limit`].
-    pub const DEFAULT_WORK_LIMIT: u64 = 50_000_000;
+    pub const DEFAULT_WORK_LIMIT: u64 = 4_000_000;
 }
 
 impl Default for BranchAndBound {
