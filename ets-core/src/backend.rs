@@ -20,6 +20,23 @@ pub enum FinishReason {
     Length,
 }
 
+impl FinishReason {
+    /// The kebab-case name logs and the wire format use.
+    pub fn name(self) -> &'static str {
+        match self {
+            FinishReason::Delimiter => "delimiter",
+            FinishReason::EndOfSequence => "end-of-sequence",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+impl std::fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One node to expand: its exact context and how many children to sample from it.
 #[derive(Debug, Clone)]
 pub struct ExpandRequest<'a> {

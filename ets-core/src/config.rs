@@ -125,8 +125,11 @@ pub struct SearchConfig {
     pub step_delimiter: String,
     /// A step whose text contains one of these finishes its trajectory.
     pub answer_markers: Vec<String>,
-    /// Wall-clock cap of one retention solve; past it the best incumbent is used.
-    pub retention_time_limit: Duration,
+    /// Optional wall-clock cap of one retention solve, off (`None`) by default. The solver
+    /// bounds its work deterministically, so a seeded search keeps the same sets on any
+    /// machine; a cap set here trades that reproducibility for a bounded wait (past it the best
+    /// incumbent is used).
+    pub retention_time_limit: Option<Duration>,
     /// How finished trajectories vote for the answer.
     pub vote: VoteRule,
 }
@@ -147,7 +150,7 @@ impl Default for SearchConfig {
             seed: 0,
             step_delimiter: "\n\n".to_owned(),
             answer_markers: vec!["The answer is".to_owned(), "\\boxed".to_owned()],
-            retention_time_limit: Duration::from_millis(500),
+            retention_time_limit: None,
             vote: VoteRule::WeightedMajority(StepAggregate::Last),
         }
     }
@@ -238,11 +241,11 @@ impl SearchConfig {
                 "must not contain an empty marker",
             ));
         }
-        if self.retention_time_limit.is_zero() {
+        if let Some(limit) = self.retention_time_limit.filter(|t| t.is_zero()) {
             return Err(ConfigError::new(
                 "retention_time_limit",
-                self.retention_time_limit,
-                "must be positive",
+                limit,
+                "must be positive when set",
             ));
         }
         Ok(())

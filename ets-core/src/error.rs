@@ -102,6 +102,15 @@ pub enum RetentionError {
     /// There are no candidates.
     #[error("retention problem has no candidates")]
     Empty,
+    /// There are no ancestors, but the candidates are not the root alone.
+    #[error(
+        "retention problem has no ancestors, so its candidates must be the root alone (one \
+         candidate without a parent), but it has {candidates} candidates or a parent index"
+    )]
+    RootFrontier {
+        /// Candidates given.
+        candidates: usize,
+    },
     /// Per-candidate vectors disagree in length.
     #[error("retention problem field `{field}` has {got} entries for {expected} candidates")]
     Length {

@@ -26,12 +26,17 @@ pub const TIE_TOLERANCE: f64 = 1e-9;
 ///
 /// Ancestors are numbered `0..M` in topological order: `ancestor_parent[0]` is `None` (the root)
 /// and every other ancestor's parent has a smaller index.
+///
+/// The frontier of depth 0 is the root alone: one candidate without a parent (`None`) and no
+/// ancestors. It is a valid problem whose only feasible, hence optimal, set keeps the root, so
+/// callers build every depth's problem the same way.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetentionProblem {
     /// REBASE target share `O_i` of each candidate (they sum to 1 over all candidates).
     pub targets: Vec<f64>,
-    /// Direct parent of each candidate, an index into the ancestors.
-    pub candidate_parent: Vec<usize>,
+    /// Direct parent of each candidate, an index into the ancestors; `None` only for the root
+    /// as the lone candidate of depth 0 (then there are no ancestors).
+    pub candidate_parent: Vec<Option<usize>>,
     /// Parent of each ancestor; the root (index 0) has none.
     pub ancestor_parent: Vec<Option<usize>>,
     /// Cluster label of each candidate, in `0..num_clusters`.
@@ -114,13 +119,11 @@ impl RetentionProblem {
         }
         let m = self.num_ancestors();
         if m == 0 {
-            return Err(RetentionError::Index {
-                field: "candidate_parent",
-                index: self.candidate_parent[0],
-                bound: 0,
-            });
-        }
-        if let Some(p) = self.ancestor_parent[0] {
+            // Depth 0: the root is the only candidate and has no parent.
+            if n != 1 || self.candidate_parent[0].is_some() {
+                return Err(RetentionError::RootFrontier { candidates: n });
+            }
+        } else if let Some(p) = self.ancestor_parent[0] {
             return Err(RetentionError::Index {
                 field: "ancestor_parent",
                 index: p,
@@ -146,12 +149,18 @@ impl RetentionProblem {
                 }
             }
         }
-        if let Some(&p) = self.candidate_parent.iter().find(|&&p| p >= m) {
-            return Err(RetentionError::Index {
-                field: "candidate_parent",
-                index: p,
-                bound: m,
-            });
+        if m > 0 {
+            if let Some(&p) = self
+                .candidate_parent
+                .iter()
+                .find(|p| p.is_none_or(|p| p >= m))
+            {
+                return Err(RetentionError::Index {
+                    field: "candidate_parent",
+                    index: p.unwrap_or(usize::MAX),
+                    bound: m,
+                });
+            }
         }
         if let Some(&k) = self.clusters.iter().find(|&&k| k >= self.num_clusters) {
             return Err(RetentionError::Index {
@@ -193,7 +202,7 @@ impl RetentionProblem {
             value += self.targets[i];
             nodes += 1;
             covered[self.clusters[i]] = true;
-            let mut a = Some(self.candidate_parent[i]);
+            let mut a = self.candidate_parent[i];
             while let Some(j) = a {
                 if live[j] {
                     break;
@@ -253,7 +262,7 @@ pub fn worked_example(width: usize, lambda_b: f64, lambda_s: f64) -> RetentionPr
     let total = children.iter().sum::<usize>().max(1) as f64;
     RetentionProblem {
         targets: children.iter().map(|&n| n as f64 / total).collect(),
-        candidate_parent: vec![1, 1, 1, 2, 2],
+        candidate_parent: [1, 1, 1, 2, 2].map(Some).to_vec(),
         ancestor_parent: vec![None, Some(0), Some(0)],
         clusters: vec![0, 0, 1, 2, 2],
         num_clusters: 3,
@@ -330,6 +339,64 @@ mod tests {
         assert_eq!(keep(0.0, 0.0), vec![true; 5]);
         assert_eq!(keep(1.0, 0.0), vec![true, true, false, false, false]);
         assert_eq!(keep(1.0, 1.5), vec![true, true, true, true, false]);
+    }
+
+    /// The depth-0 frontier: the root alone, no ancestors.
+    fn root_only(lambda_b: f64, lambda_s: f64) -> RetentionProblem {
+        RetentionProblem {
+            targets: vec![1.0],
+            candidate_parent: vec![None],
+            ancestor_parent: vec![],
+            clusters: vec![0],
+            num_clusters: 1,
+            lambda_b,
+            lambda_s,
+            scores: vec![0.5],
+            node_ids: vec![0],
+        }
+    }
+
+    #[test]
+    fn the_root_alone_is_a_valid_problem_kept_whole() {
+        for (lambda_b, lambda_s) in [(0.0, 0.0), (1.0, 0.0), (1.0, 1.5), (8.0, 0.0)] {
+            let p = root_only(lambda_b, lambda_s);
+            p.validate().unwrap();
+            let r = BruteForceRetention.solve(&p);
+            assert_eq!(r.keep, vec![true]);
+            // One node live (the root itself), one cluster covered.
+            let expected = 1.0 - p.node_cost() + lambda_s;
+            assert!((r.objective - expected).abs() < 1e-12, "{}", r.objective);
+        }
+    }
+
+    #[test]
+    fn parentless_candidates_are_only_the_lone_root() {
+        let mut p = root_only(1.0, 1.5);
+        p.candidate_parent = vec![Some(0)];
+        assert_eq!(
+            p.validate(),
+            Err(RetentionError::RootFrontier { candidates: 1 })
+        );
+        let mut p = root_only(1.0, 1.5);
+        p.targets = vec![0.5, 0.5];
+        p.candidate_parent = vec![None, None];
+        p.clusters = vec![0, 0];
+        p.scores = vec![0.5, 0.4];
+        p.node_ids = vec![0, 1];
+        assert_eq!(
+            p.validate(),
+            Err(RetentionError::RootFrontier { candidates: 2 })
+        );
+        // Below a root, a candidate without a parent is a bad index.
+        let mut p = worked_example(16, 1.0, 0.0);
+        p.candidate_parent[3] = None;
+        assert!(matches!(
+            p.validate(),
+            Err(RetentionError::Index {
+                field: "candidate_parent",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The retention solver against the worked vectors and against brute force on random
-//! problems, plus the work it does, its time cap and its validation.
+//! problems, plus the work it does, its work limit and optional time cap, and its validation.
+//! No test relies on a wall-clock cap: the solver's default has none.
 
 use std::time::Duration;
 
@@ -73,13 +74,13 @@ fn random_problem(rng: &mut ChaCha8Rng) -> RetentionProblem {
         level = (start..ancestor_parent.len()).collect();
     }
     let m = ancestor_parent.len();
-    let candidate_parent: Vec<usize> = (0..n)
+    let candidate_parent: Vec<Option<usize>> = (0..n)
         .map(|_| {
-            if rng.gen_bool(0.85) {
+            Some(if rng.gen_bool(0.85) {
                 level[rng.gen_range(0..level.len())]
             } else {
                 rng.gen_range(0..m)
-            }
+            })
         })
         .collect();
     let scores: Vec<f64> = if rng.gen_bool(0.3) {
@@ -215,16 +216,33 @@ fn clusters_across_parents_are_searched() {
 }
 
 #[test]
-fn time_cap_returns_the_incumbent_unproven() {
+fn work_limit_returns_the_incumbent_unproven() {
     let p = crossed(16, 1.0, 1.5);
+    // Enough work for the root and the first incumbent, not for the proof.
     let solver = BranchAndBound {
-        time_limit: Duration::ZERO,
+        work_limit: 0,
         ..BranchAndBound::default()
     };
     let got = solver.solve(&p);
     assert!(!got.proven_optimal);
     assert!(got.keep.contains(&true));
     assert_eq!(got.objective, p.objective(&got.keep));
+    // The same limit gives the same set every time, and the default limit proves it.
+    assert_eq!(solver.solve(&p), got);
+    assert!(BranchAndBound::default().solve(&p).proven_optimal);
+}
+
+#[test]
+fn the_optional_time_cap_returns_the_incumbent_unproven() {
+    let p = crossed(16, 1.0, 1.5);
+    let solver = BranchAndBound {
+        time_limit: Some(Duration::ZERO),
+        ..BranchAndBound::default()
+    };
+    let got = solver.solve(&p);
+    assert!(!got.proven_optimal);
+    assert_eq!(got.objective, p.objective(&got.keep));
+    assert_eq!(BranchAndBound::default().time_limit, None, "off by default");
 }
 
 #[test]

@@ -32,26 +32,44 @@ struct SimNode {
 
 /// How candidates are grouped into clusters: each candidate joins its previous sibling's
 /// cluster with probability `sibling`, else a random earlier cluster with probability `cross`,
-/// never beyond 5 members; otherwise it starts a cluster of its own.
+/// never beyond `max_size` members; otherwise it starts a cluster of its own.
 #[derive(Debug, Clone, Copy)]
 pub struct ClusterMix {
     /// Probability of joining the previous sibling's cluster.
     pub sibling: f64,
     /// Probability of joining a random earlier cluster (most likely under another parent).
     pub cross: f64,
+    /// Largest cluster.
+    pub max_size: usize,
 }
 
 /// Duplicates are mostly siblings (one parent sampling the same step twice).
 pub const TYPICAL_MIX: ClusterMix = ClusterMix {
     sibling: 0.2,
     cross: 0.03,
+    max_size: 5,
 };
 
 /// A harder mix: many clusters span parents, so the solver must branch.
 pub const CROSS_HEAVY_MIX: ClusterMix = ClusterMix {
     sibling: 0.1,
     cross: 0.15,
+    max_size: 5,
 };
+
+/// The hard family: pairs of near-duplicate steps, most of them under different parents; at
+/// width 256 about 55–80 clusters span parents (issue 15's slow problems had 36–73), so the
+/// solver must settle many coupled decisions whose objectives differ by 1e-8 or less.
+pub const HARD_MIX: ClusterMix = ClusterMix {
+    sibling: 0.15,
+    cross: 0.6,
+    max_size: 2,
+};
+
+/// A problem of the hard family: a simulated search of width 256 clustered with [`HARD_MIX`].
+pub fn hard_problem(seed: u64) -> RetentionProblem {
+    realistic_problem_with(256, 0x4a52_0000 + seed, HARD_MIX)
+}
 
 /// A retention problem from a simulated REBASE search of `width` over 3–8 depths, clustered
 /// with [`TYPICAL_MIX`].
@@ -62,7 +80,28 @@ pub fn realistic_problem(width: usize, seed: u64) -> RetentionProblem {
 /// A retention problem from a simulated REBASE search of `width` over 3–8 depths.
 pub fn realistic_problem_with(width: usize, seed: u64, mix: ClusterMix) -> RetentionProblem {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let depth = rng.gen_range(3..=8);
+    // Drawn as an i32, as it always was, so the seeded problems stay the same.
+    let depth: i32 = rng.gen_range(3..=8);
+    simulated_problem(width, depth as usize, mix, &mut rng)
+}
+
+/// The retention problem of the frontier after `depth` depths of a simulated REBASE search of
+/// `width` (depth 0: the root alone).
+pub fn realistic_problem_at_depth(
+    width: usize,
+    depth: usize,
+    seed: u64,
+    mix: ClusterMix,
+) -> RetentionProblem {
+    simulated_problem(width, depth, mix, &mut ChaCha8Rng::seed_from_u64(seed))
+}
+
+fn simulated_problem(
+    width: usize,
+    depth: usize,
+    mix: ClusterMix,
+    rng: &mut ChaCha8Rng,
+) -> RetentionProblem {
     let mut nodes = vec![SimNode {
         parent: None,
         score: 0.5,
@@ -109,12 +148,13 @@ pub fn realistic_problem_with(width: usize, seed: u64, mix: ClusterMix) -> Reten
             ancestor_parent.push(node.parent.map(|p| index[p]));
         }
     }
-    let candidate_parent: Vec<usize> = frontier
+    // The root has no parent: at depth 0 it is the lone candidate, no special case needed.
+    let candidate_parent: Vec<Option<usize>> = frontier
         .iter()
-        .map(|&c| index[nodes[c].parent.expect("candidates are below the root")])
+        .map(|&c| nodes[c].parent.map(|p| index[p]))
         .collect();
     let scores: Vec<f64> = frontier.iter().map(|&i| nodes[i].score).collect();
-    let (clusters, num_clusters) = sibling_clusters(&candidate_parent, mix, &mut rng);
+    let (clusters, num_clusters) = sibling_clusters(&candidate_parent, mix, rng);
     RetentionProblem {
         targets: targets(&scores, width),
         candidate_parent,
@@ -131,7 +171,7 @@ pub fn realistic_problem_with(width: usize, seed: u64, mix: ClusterMix) -> Reten
 /// Clusters with two or more members, and how many of those have members under two or more
 /// parents (the ones the solver must branch on).
 pub fn shared_clusters(p: &RetentionProblem) -> (usize, usize) {
-    let mut parents: Vec<Vec<usize>> = vec![Vec::new(); p.num_clusters];
+    let mut parents: Vec<Vec<Option<usize>>> = vec![Vec::new(); p.num_clusters];
     for (i, &k) in p.clusters.iter().enumerate() {
         parents[k].push(p.candidate_parent[i]);
     }
@@ -152,7 +192,7 @@ pub fn targets(scores: &[f64], width: usize) -> Vec<f64> {
 
 /// Cluster labels (dense, by first appearance) and their count, as [`ClusterMix`] says.
 fn sibling_clusters(
-    candidate_parent: &[usize],
+    candidate_parent: &[Option<usize>],
     mix: ClusterMix,
     rng: &mut ChaCha8Rng,
 ) -> (Vec<usize>, usize) {
@@ -164,9 +204,9 @@ fn sibling_clusters(
             (i > 0 && candidate_parent[i - 1] == candidate_parent[i]).then(|| clusters[i - 1]);
         let roll: f64 = rng.gen();
         let join = match previous {
-            Some(k) if roll < mix.sibling && sizes[k] < 5 => Some(k),
+            Some(k) if roll < mix.sibling && sizes[k] < mix.max_size => Some(k),
             _ if roll > 1.0 - mix.cross && !sizes.is_empty() => {
-                Some(rng.gen_range(0..sizes.len())).filter(|&k| sizes[k] < 5)
+                Some(rng.gen_range(0..sizes.len())).filter(|&k| sizes[k] < mix.max_size)
             }
             _ => None,
         };
@@ -198,9 +238,94 @@ mod checks {
                     "width {width}: {n} candidates"
                 );
                 let (shared, _) = shared_clusters(&p);
-                assert!(shared >= 1 && shared * 2 <= p.num_clusters, "{shared}");
+                assert!(
+                    shared >= 1 && shared * 2 <= p.num_clusters,
+                    "width {width} seed {seed}: {shared} shared of {}",
+                    p.num_clusters
+                );
             }
         }
+    }
+
+    #[test]
+    fn the_depth_0_frontier_is_the_root_kept_alone() {
+        // The simulation builds depth 0 like any other depth: the root is the lone candidate.
+        let p = realistic_problem_at_depth(16, 0, 1, TYPICAL_MIX);
+        assert_eq!(p.candidate_parent, vec![None]);
+        assert_eq!(p.num_ancestors(), 0);
+        let got = BranchAndBound::default().try_solve(&p).unwrap();
+        assert_eq!(got.keep, vec![true]);
+        assert!(got.proven_optimal);
+        assert_eq!(got.objective, p.objective(&[true]));
+        assert_eq!(got.keep, BruteForceRetention.solve(&p).keep);
+        // Depth 1 has the root as the only ancestor.
+        let p = realistic_problem_at_depth(16, 1, 1, TYPICAL_MIX);
+        assert_eq!(p.num_ancestors(), 1);
+        assert_eq!(
+            BranchAndBound::default().solve(&p).keep,
+            BruteForceRetention.solve(&p).keep
+        );
+    }
+
+    #[test]
+    fn hard_problems_are_proven_optimal_within_the_default_work_limit() {
+        for seed in 0..6 {
+            let p = hard_problem(seed);
+            let (_, across) = shared_clusters(&p);
+            assert!(
+                across >= 50,
+                "seed {seed}: {across} clusters across parents"
+            );
+            let got = BranchAndBound::default().solve(&p);
+            assert!(got.proven_optimal, "seed {seed}");
+            assert_eq!(got.objective, p.objective(&got.keep));
+        }
+    }
+
+    /// Solves with `solver` while `threads` threads spin on every core.
+    fn solve_under_load(
+        solver: &BranchAndBound,
+        p: &RetentionProblem,
+        threads: usize,
+    ) -> Vec<ets_core::Retention> {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                });
+            }
+            let results = (0..4).map(|_| solver.solve(p)).collect();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            results
+        })
+    }
+
+    #[test]
+    fn a_work_limited_solve_keeps_the_same_set_under_cpu_load() {
+        // A hard problem the limit cuts short, so the work bound (not the proof) decides the
+        // set. Checked against the old behaviour: with `time_limit: Some(unloaded time)` and no
+        // work limit instead, the loaded solves end at other points of the search.
+        let p = hard_problem(2);
+        let solver = BranchAndBound {
+            work_limit: 120_000,
+            ..BranchAndBound::default()
+        };
+        let quiet = solver.solve(&p);
+        assert!(!quiet.proven_optimal, "the limit must end this solve");
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for loaded in solve_under_load(&solver, &p, 2 * cores) {
+            assert_eq!(loaded, quiet);
+        }
+        // Unlimited, the same problem is proven, and its set is at least as good.
+        let proven = BranchAndBound::default().solve(&p);
+        assert!(proven.proven_optimal);
+        assert!(proven.objective >= quiet.objective - 1e-12);
     }
 
     #[test]
@@ -232,7 +357,11 @@ mod checks {
         let c = p.node_cost();
         let v = p.cluster_value();
         let candidate_children: Vec<Vec<usize>> = (0..m)
-            .map(|j| (0..n).filter(|&i| p.candidate_parent[i] == j).collect())
+            .map(|j| {
+                (0..n)
+                    .filter(|&i| p.candidate_parent[i] == Some(j))
+                    .collect()
+            })
             .collect();
         let ancestor_children: Vec<Vec<usize>> = (0..m)
             .map(|j| {

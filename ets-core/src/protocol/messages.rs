@@ -345,6 +345,29 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    /// The kebab-case name logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad-request",
+            ErrorKind::ProtocolMismatch => "protocol-mismatch",
+            ErrorKind::Model => "model",
+            ErrorKind::Search => "search",
+            ErrorKind::Resources => "resources",
+            ErrorKind::ShuttingDown => "shutting-down",
+            ErrorKind::UnknownJob => "unknown-job",
+            ErrorKind::Deadline => "deadline",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A response or event from the daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
@@ -446,6 +469,25 @@ impl Response {
             | Response::Failed { job, .. }
             | Response::Cancelled { job } => Some(*job),
             _ => None,
+        }
+    }
+
+    /// The variant's kebab-case name, for logs (`"result"`, `"cancelled"`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Hello { .. } => "hello",
+            Response::Accepted { .. } => "accepted",
+            Response::Event { .. } => "event",
+            Response::Result { .. } => "result",
+            Response::Failed { .. } => "failed",
+            Response::Cancelled { .. } => "cancelled",
+            Response::Jobs(_) => "jobs",
+            Response::Status(_) => "status",
+            Response::Metrics(_) => "metrics",
+            Response::Models(_) => "models",
+            Response::Pulled { .. } => "pulled",
+            Response::Done => "done",
+            Response::Error { .. } => "error",
         }
     }
 }

@@ -149,7 +149,8 @@ impl<'a, 't> Driver<'a, 't> {
             }
             let scored = self.score(depth, created)?;
             record.dropped = scored.dropped;
-            let open = self.close_trajectories(depth, &scored.scored, &mut record)?;
+            let closed = self.close_trajectories(depth, &scored.scored, &mut record)?;
+            let open = closed.open;
             let kvs: Vec<NodeId> = open.iter().map(|&i| self.nodes[i].kv).collect();
             (record.union_tokens, record.union_bytes) = self.lease.union(&kvs)?;
             record.candidates = open.iter().map(|&i| self.nodes[i].record.id).collect();
@@ -161,10 +162,12 @@ impl<'a, 't> Driver<'a, 't> {
                 self.config.method,
                 Method::Ets | Method::Rebase | Method::Beam
             );
+            // A stop before selection leaves the open candidates open: the search is cut short
+            // unless nothing was left open anyway.
+            let cut_before_selection = self.stop && !open.is_empty();
             let next = if open.is_empty() || self.stop {
                 Vec::new()
             } else if remaining == 0 && width_based {
-                end = Some(EndReason::WidthSpent);
                 for &i in &open {
                     self.close(i, NodeState::Pruned)?;
                     self.stats.pruned += 1;
@@ -192,23 +195,20 @@ impl<'a, 't> Driver<'a, 't> {
                 live_bytes: record.union_bytes,
             });
             self.depths.push(record);
-            if self.stop {
+            if cut_before_selection || (self.stop && !next.is_empty()) {
                 end = Some(EndReason::Stopped);
                 break;
             }
             if next.is_empty() {
-                let cap = depth == self.config.max_depth;
-                end = end.or(Some(if cap {
-                    EndReason::DepthCap
-                } else {
-                    EndReason::FrontierEmpty
-                }));
+                end = Some(self.natural_end(depth, closed.depth_capped));
                 break;
             }
             plan = next;
             contexts = self.contexts(&plan)?;
             self.announce_live(depth, &plan, &contexts)?;
         }
+        // Every depth up to the cap either plans the next one or breaks, and the last depth
+        // closes every open child, so the loop always breaks with a reason.
         let end = end.unwrap_or(EndReason::DepthCap);
         self.finish_stats(started);
         let nodes = self.nodes.iter().map(|n| n.record.clone()).collect();
@@ -220,6 +220,20 @@ impl<'a, 't> Driver<'a, 't> {
             stats: self.stats.clone(),
             end,
         })
+    }
+
+    /// Why a search that planned nothing after `depth` ended, by the rules of [`EndReason`]:
+    /// the depth cap if it truncated a child there (`depth_capped`), else the width if
+    /// finished and truncated trajectories used it up, else an empty frontier.
+    fn natural_end(&self, depth: usize, depth_capped: usize) -> EndReason {
+        let closed = self.stats.finished + self.stats.truncated;
+        if depth == self.config.max_depth && depth_capped > 0 {
+            EndReason::DepthCap
+        } else if closed >= self.config.width {
+            EndReason::WidthSpent
+        } else {
+            EndReason::FrontierEmpty
+        }
     }
 
     /// Tells the backends which nodes the next depth expands, so they can free cached state
@@ -410,14 +424,16 @@ impl<'a, 't> Driver<'a, 't> {
         Ok(Scored { scored, dropped })
     }
 
-    /// Closes finished and truncated children; returns the open ones.
+    /// Closes finished and truncated children; returns the open ones and how many children
+    /// only the depth cap truncated.
     fn close_trajectories(
         &mut self,
         depth: usize,
         scored: &[usize],
         record: &mut DepthRecord,
-    ) -> Result<Vec<usize>, SearchError> {
+    ) -> Result<Closed, SearchError> {
         let mut open = Vec::new();
+        let mut depth_capped = 0;
         let mut new_answers = false;
         for &i in scored {
             let r = &self.nodes[i].record;
@@ -443,6 +459,9 @@ impl<'a, 't> Driver<'a, 't> {
             } else if r.path_tokens >= self.config.max_total_tokens
                 || depth == self.config.max_depth
             {
+                if r.path_tokens < self.config.max_total_tokens {
+                    depth_capped += 1;
+                }
                 self.close(i, NodeState::Truncated)?;
                 self.stats.truncated += 1;
                 record.truncated += 1;
@@ -453,7 +472,7 @@ impl<'a, 't> Driver<'a, 't> {
         if new_answers {
             self.update_best();
         }
-        Ok(open)
+        Ok(Closed { open, depth_capped })
     }
 
     fn trajectory(&self, leaf: usize) -> Trajectory {
@@ -551,4 +570,12 @@ fn step_texts(nodes: &[Node], index: usize) -> Vec<&str> {
 pub(super) struct Scored {
     pub(super) scored: Vec<usize>,
     pub(super) dropped: usize,
+}
+
+/// What closing a depth's trajectories left.
+struct Closed {
+    /// Children still open: the selection's candidates.
+    open: Vec<usize>,
+    /// Children truncated by the depth cap alone (below the token cap).
+    depth_capped: usize,
 }

@@ -24,6 +24,26 @@ pub enum NodeState {
     Dropped,
 }
 
+impl NodeState {
+    /// The kebab-case name logs and the wire format use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Open => "open",
+            NodeState::Expanded => "expanded",
+            NodeState::Finished => "finished",
+            NodeState::Truncated => "truncated",
+            NodeState::Pruned => "pruned",
+            NodeState::Dropped => "dropped",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One node of the search tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -136,17 +156,60 @@ pub struct Trajectory {
 }
 
 /// Why the search loop ended.
+///
+/// After each depth the driver either plans the next one or ends with exactly one reason,
+/// checked in this order:
+/// 1. [`Stopped`](EndReason::Stopped) when the observer asked to stop while work remained;
+/// 2. [`DepthCap`](EndReason::DepthCap) when the last depth was `max_depth` and the cap
+///    truncated a child there;
+/// 3. [`WidthSpent`](EndReason::WidthSpent) when finished plus truncated trajectories reached
+///    the width;
+/// 4. [`FrontierEmpty`](EndReason::FrontierEmpty) otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndReason {
-    /// Finished plus truncated trajectories used the whole width.
+    /// The width budget is used up: finished plus truncated trajectories (the token cap's
+    /// truncations included) reached the width, whether or not open nodes remained (those are
+    /// pruned). DVTS does not stop on the width (its subtrees keep their own budgets); for it
+    /// this says that its last subtree ended with at least `width` trajectories closed.
     WidthSpent,
-    /// No open node was left to expand.
+    /// Nothing was left to expand while width remained: every new child finished, was
+    /// truncated by the token cap or dropped for lack of a score, or the selection kept no
+    /// node (every DVTS subtree ended).
     FrontierEmpty,
-    /// The depth cap was reached.
+    /// The depth cap ended the search: the last depth was `max_depth` and at least one child
+    /// there was truncated by the cap alone (it neither finished nor reached the token cap).
     DepthCap,
-    /// The observer asked the search to stop.
+    /// The observer asked the search to stop (cancel, deadline and shutdown in the daemon all
+    /// arrive this way) while work remained: nodes are left [`NodeState::Open`]. A stop that
+    /// arrives once nothing is left to do does not change the reason.
     Stopped,
+}
+
+impl EndReason {
+    /// Every reason, in the order of the rules above (stop first).
+    pub const ALL: [EndReason; 4] = [
+        EndReason::Stopped,
+        EndReason::DepthCap,
+        EndReason::WidthSpent,
+        EndReason::FrontierEmpty,
+    ];
+
+    /// The kebab-case name logs and the wire format use.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::WidthSpent => "width-spent",
+            EndReason::FrontierEmpty => "frontier-empty",
+            EndReason::DepthCap => "depth-cap",
+            EndReason::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Counters of a whole search.

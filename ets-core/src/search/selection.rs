@@ -151,7 +151,7 @@ fn cluster(
 
 /// The tree above the candidates: each candidate's parent as an ancestor index, and each
 /// ancestor's parent, ancestors ordered by depth then id (so parents come first).
-fn ancestry(d: &Driver<'_, '_>, open: &[usize]) -> (Vec<usize>, Vec<Option<usize>>) {
+fn ancestry(d: &Driver<'_, '_>, open: &[usize]) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
     let parent_of = |i: usize| d.nodes[i].record.parent.map(|p| p as usize);
     let mut ancestors: Vec<usize> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -169,7 +169,7 @@ fn ancestry(d: &Driver<'_, '_>, open: &[usize]) -> (Vec<usize>, Vec<Option<usize
     let index: HashMap<usize, usize> = ancestors.iter().enumerate().map(|(k, &a)| (a, k)).collect();
     let candidate_parent = open
         .iter()
-        .map(|&c| index[&parent_of(c).expect("candidates are below the root")])
+        .map(|&c| parent_of(c).map(|p| index[&p]))
         .collect();
     let ancestor_parent = ancestors
         .iter()

@@ -17,8 +17,9 @@ use crate::select::rebase;
 pub struct EtsFrontier<'a> {
     /// PRM score of each candidate.
     pub scores: &'a [f64],
-    /// Direct parent of each candidate, an index into `ancestor_parent`.
-    pub candidate_parent: &'a [usize],
+    /// Direct parent of each candidate, an index into `ancestor_parent`; `None` for the root
+    /// as the lone candidate of depth 0.
+    pub candidate_parent: &'a [Option<usize>],
     /// Parent of each ancestor (root first, topological order).
     pub ancestor_parent: &'a [Option<usize>],
     /// Cluster label of each candidate.
@@ -104,7 +105,7 @@ mod tests {
     fn worked(width: usize, lambda_b: f64, lambda_s: f64) -> EtsSelection {
         let frontier = EtsFrontier {
             scores: &SCORES,
-            candidate_parent: &[1, 1, 1, 2, 2],
+            candidate_parent: &[Some(1), Some(1), Some(1), Some(2), Some(2)],
             ancestor_parent: &[None, Some(0), Some(0)],
             clusters: &[0, 0, 1, 2, 2],
             num_clusters: 3,
@@ -129,6 +130,28 @@ mod tests {
             .filter(|&i| s.retention.keep[i])
             .map(|i| names[i])
             .collect()
+    }
+
+    #[test]
+    fn the_root_alone_gets_the_whole_width() {
+        // Depth 0: the frontier is the root, with no ancestors; no special case needed.
+        let frontier = EtsFrontier {
+            scores: &[0.5],
+            candidate_parent: &[None],
+            ancestor_parent: &[],
+            clusters: &[0],
+            num_clusters: 1,
+            node_ids: &[0],
+        };
+        let params = EtsParams {
+            width: 16,
+            temperature: 0.2,
+            lambda_b: 1.0,
+            lambda_s: 1.5,
+        };
+        let s = allocate(frontier, params, &BruteForceRetention).unwrap();
+        assert_eq!(s.retention.keep, vec![true]);
+        assert_eq!(s.children, vec![16]);
     }
 
     #[test]
@@ -174,8 +197,8 @@ mod tests {
                     }
                 })
                 .collect();
-            let candidate_parent: Vec<usize> =
-                (0..n).map(|_| (next() % m as u64) as usize).collect();
+            let candidate_parent: Vec<Option<usize>> =
+                (0..n).map(|_| Some((next() % m as u64) as usize)).collect();
             let scores: Vec<f64> = (0..n).map(|_| (next() % 1000) as f64 / 1000.0).collect();
             let clusters: Vec<usize> = (0..n).map(|_| (next() % 3) as usize).collect();
             let node_ids: Vec<u64> = (0..n as u64).collect();

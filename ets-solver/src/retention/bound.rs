@@ -43,7 +43,16 @@ pub(crate) struct Relaxation {
     pub(crate) forced: Vec<bool>,
     /// Per candidate: its cluster when the cluster is local, else [`NO_GROUP`].
     pub(crate) group: Vec<usize>,
-    weight: Vec<f64>,
+    /// Per candidate: the weight the last [`Relaxation::bound`] gave the tree program (the
+    /// base weight plus its cluster's multiplier for a free member of a coupled cluster).
+    pub(crate) weight: Vec<f64>,
+    /// The constant of the last bound: covered clusters' value plus `λ_s/K − μ_k` per coupled
+    /// cluster.
+    pub(crate) constant: f64,
+    /// The value of the last bound.
+    pub(crate) value: f64,
+    /// The multipliers of the last bound.
+    pub(crate) mu: Vec<f64>,
     /// The tree program's buffers; after [`Relaxation::bound`], its `keep` is the relaxed set.
     pub(crate) dp: TreeDp,
 }
@@ -70,6 +79,9 @@ impl Relaxation {
             forced: vec![false; n],
             group: vec![NO_GROUP; n],
             weight: vec![0.0; n],
+            constant: 0.0,
+            value: f64::NEG_INFINITY,
+            mu: vec![0.0; inst.num_clusters()],
             dp: TreeDp::new(inst),
         }
     }
@@ -170,8 +182,11 @@ impl Relaxation {
                 branch = Some(k);
             }
         }
+        self.constant = constant;
+        self.value = constant + tree;
+        self.mu.copy_from_slice(mu);
         Some(NodeBound {
-            value: constant + tree,
+            value: self.value,
             branch,
         })
     }
@@ -185,7 +200,7 @@ mod tests {
     fn worked(lambda_s: f64) -> RetentionProblem {
         RetentionProblem {
             targets: vec![0.5, 0.3125, 0.0, 0.125, 0.0625],
-            candidate_parent: vec![1, 1, 1, 2, 2],
+            candidate_parent: [1, 1, 1, 2, 2].map(Some).to_vec(),
             ancestor_parent: vec![None, Some(0), Some(0)],
             clusters: vec![0, 1, 2, 0, 2],
             num_clusters: 3,

@@ -11,6 +11,18 @@
 //! so the tree is at most as deep as there are coupled clusters. Children are bounded when
 //! created and explored depth-first, the highest bound first.
 //!
+//! Before a node branches, reduced-cost fixing ([`super::fixing`]) fixes out every candidate
+//! whose forced-in bound cannot reach the incumbent and fixes in the last allowed member of a
+//! coupled cluster every answer must cover; the node is then bounded again. On problems with
+//! many clusters across parents this settles most cluster decisions at once instead of one
+//! branching level each.
+//!
+//! Work is counted, not timed: a tree-program run or a fixing pass counts `N + M`, a local
+//! search scan `N + M`, an LP its interior-point iterations times its matrix size. When the
+//! count reaches the work limit the search stops and returns its incumbent unproven; the
+//! order of the search is fixed, so the same problem gives the same set on any machine at any
+//! load. An optional wall-clock deadline (off by default) is a safety valve only.
+//!
 //! Every relaxed set is a feasible kept set and is offered to the incumbent, which changes only
 //! when [`ets_core::RetentionProblem::compare`] prefers the offer. A node is pruned when no set
 //! in it can be preferred: its bound is below the incumbent by more than the tie tolerance, or
@@ -21,17 +33,35 @@
 
 use std::cmp::Ordering;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ets_core::retention::TIE_TOLERANCE;
 
 use super::bound::{ClusterState, NodeBound, Relaxation};
+use super::fixing::Fixing;
 use super::heuristic::LocalSearch;
 use super::lp;
 use super::tree::{Fix, Instance};
 
 /// Float error allowed between a bound and the objective of a set under it.
 const BOUND_SLACK: f64 = 1e-12;
+
+/// Float error allowed in a forced-in bound (a longer sum than a node bound's) before it may
+/// fix a candidate.
+const FIXING_SLACK: f64 = 1e-10;
+
+/// Rounds of fixing and re-bounding per node, at most.
+const FIXING_ROUNDS: usize = 4;
+
+/// When a search stops before it proves optimality.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Work units (see the module doc) after which the incumbent is returned unproven.
+    pub(crate) work: u64,
+    /// Optional wall-clock deadline, off by default: a safety valve whose result depends on
+    /// the machine's speed and load.
+    pub(crate) deadline: Option<Instant>,
+}
 
 /// What the search ended with.
 #[derive(Debug, Clone)]
@@ -40,7 +70,7 @@ pub(crate) struct Outcome {
     pub(crate) keep: Vec<bool>,
     /// Its objective, as [`ets_core::RetentionProblem::objective`] computes it.
     pub(crate) objective: f64,
-    /// False when the time limit stopped the search.
+    /// False when the work limit (or the optional deadline) stopped the search.
     pub(crate) proven_optimal: bool,
     /// Nodes bounded, the root included.
     pub(crate) nodes: usize,
@@ -66,6 +96,21 @@ struct Search<'i, 'p> {
     nodes: usize,
     lp_solves: usize,
     dual_steps: usize,
+    fixing: Fixing,
+    /// Work done so far, in the units of the module doc.
+    work: u64,
+    /// Work of one tree-program run: `N + M`.
+    run_work: u64,
+}
+
+/// What reduced-cost fixing found at a node.
+enum Fixed {
+    /// Nothing new.
+    Nothing,
+    /// Some candidates were fixed.
+    Some,
+    /// A cluster every answer covers has no allowed member left: no answer is in the node.
+    NoAnswer,
 }
 
 impl Search<'_, '_> {
@@ -100,6 +145,7 @@ impl Search<'_, '_> {
     /// work: `None` when it allows no set, is pruned, or is solved (its relaxed set's objective
     /// is its bound, up to float noise, or no cluster is coupled any more).
     fn evaluate(&mut self, fix: &[Fix], mu: &[f64]) -> Option<NodeBound> {
+        self.work += self.run_work;
         let bound = self.relax.bound(self.inst, fix, mu)?;
         let relaxed = std::mem::take(&mut self.relax.dp.keep);
         let objective = self.offer(&relaxed);
@@ -155,19 +201,74 @@ impl Search<'_, '_> {
         Some(node)
     }
 
+    /// Reduced-cost fixing from the last tree-program run (which was for `fix`, with any
+    /// multipliers): fixes out every free candidate whose forced-in bound falls short of the
+    /// incumbent by more than the tie tolerance, then fixes in the last allowed member of each
+    /// coupled cluster that every answer must cover.
+    fn fix_by_bounds(&mut self, fix: &mut [Fix]) -> Fixed {
+        let inst = self.inst;
+        self.work += self.run_work;
+        self.fixing.compute(inst, &self.relax);
+        let threshold = self.objective - TIE_TOLERANCE - FIXING_SLACK;
+        let mut fixed = Fixed::Nothing;
+        for (i, f) in fix.iter_mut().enumerate() {
+            if *f == Fix::Free && self.fixing.forced_in[i] < threshold {
+                *f = Fix::Out;
+                fixed = Fixed::Some;
+            }
+        }
+        let v = inst.cluster_value;
+        for k in 0..inst.num_clusters() {
+            if self.relax.state[k] != ClusterState::Coupled
+                || self.relax.value - (v - self.relax.mu[k]) >= threshold
+            {
+                continue;
+            }
+            // Every answer covers k.
+            let mut allowed = inst.members(k).iter().filter(|&&i| fix[i] != Fix::Out);
+            match (allowed.next(), allowed.next()) {
+                (None, _) => return Fixed::NoAnswer,
+                (Some(&i), None) if fix[i] == Fix::Free => {
+                    fix[i] = Fix::In;
+                    fixed = Fixed::Some;
+                }
+                _ => {}
+            }
+        }
+        fixed
+    }
+
+    /// Fixes what the node's last bound allows and bounds it again, a few rounds while that
+    /// changes something. Returns the node if it still stands.
+    fn reduce(&mut self, mut node: Node) -> Option<Node> {
+        for _ in 0..FIXING_ROUNDS {
+            match self.fix_by_bounds(&mut node.fix) {
+                Fixed::Nothing => break,
+                Fixed::NoAnswer => return None,
+                Fixed::Some => node.bound = self.evaluate(&node.fix, &node.mu)?,
+            }
+        }
+        Some(node)
+    }
+
     /// Tightens the bound of a node that its inherited multipliers neither prune nor solve:
-    /// subgradient steps first, then the LP multipliers. Returns the node if it still stands.
-    fn tighten(&mut self, node: Node, remaining: Duration) -> Option<Node> {
-        let mut node = self.ascend(node, self.dual_steps)?;
+    /// subgradient steps first, then reduced-cost fixing, then the LP multipliers (and fixing
+    /// again). Returns the node if it still stands.
+    fn tighten(&mut self, node: Node) -> Option<Node> {
+        let node = self.ascend(node, self.dual_steps)?;
+        let mut node = self.reduce(node)?;
         if self.prunable(node.bound.value, &node.fix) {
             return None;
         }
         // The LP reads the tree program's values of the parts of this node that no coupled
-        // cluster reaches: the last run of the program (in `ascend`) was for this node.
+        // cluster reaches: the last run of the program (in `ascend` or `reduce`) was for this
+        // node's fixings.
         let mut mu = node.mu.as_ref().clone();
-        self.settings.time_limit = remaining.as_secs_f64();
         self.lp_solves += 1;
-        if !lp::cluster_multipliers(self.inst, &node.fix, &self.relax, &self.settings, &mut mu) {
+        let run =
+            lp::cluster_multipliers(self.inst, &node.fix, &self.relax, &self.settings, &mut mu);
+        self.work += run.work;
+        if !run.solved {
             return Some(node);
         }
         let bound = self.evaluate(&node.fix, &mu)?;
@@ -175,7 +276,7 @@ impl Search<'_, '_> {
             node.bound = bound;
             node.mu = Rc::new(mu);
         }
-        Some(node)
+        self.reduce(node)
     }
 
     /// The children of `node`, bounded, without those that are pruned or solved, in the order
@@ -212,10 +313,9 @@ impl Search<'_, '_> {
 }
 
 /// Solves a problem with coupled clusters and a positive node cost to optimality, or returns
-/// the incumbent with `proven_optimal = false` when `time_limit` runs out. `dual_steps` is the
+/// the incumbent with `proven_optimal = false` when a limit is reached. `dual_steps` is the
 /// number of subgradient steps a node takes before it solves its LP.
-pub(crate) fn solve(inst: &Instance<'_>, time_limit: Duration, dual_steps: usize) -> Outcome {
-    let start = Instant::now();
+pub(crate) fn solve(inst: &Instance<'_>, limits: Limits, dual_steps: usize) -> Outcome {
     let n = inst.num_candidates();
     let mut search = Search {
         inst,
@@ -226,13 +326,17 @@ pub(crate) fn solve(inst: &Instance<'_>, time_limit: Duration, dual_steps: usize
         nodes: 0,
         lp_solves: 0,
         dual_steps,
+        fixing: Fixing::new(inst),
+        work: 0,
+        run_work: (n + inst.num_ancestors()) as u64,
     };
     let root_fix = vec![Fix::Free; n];
     // A first incumbent: the tree program with coupled clusters ignored, improved locally.
     let zero = vec![0.0; inst.num_clusters()];
     if search.relax.bound(inst, &root_fix, &zero).is_some() {
         let mut local = LocalSearch::new(inst, &search.relax.dp.keep);
-        local.improve(inst, 4 * n + 16);
+        let scans = local.improve(inst, 4 * n + 16);
+        search.work += scans as u64 * search.run_work;
         let improved = local.keep().to_vec();
         search.offer(&improved);
     }
@@ -248,15 +352,14 @@ pub(crate) fn solve(inst: &Instance<'_>, time_limit: Duration, dual_steps: usize
     }
     let mut proven_optimal = true;
     while let Some(node) = stack.pop() {
-        let elapsed = start.elapsed();
-        if elapsed >= time_limit {
+        if search.work >= limits.work || limits.deadline.is_some_and(|d| Instant::now() >= d) {
             proven_optimal = false;
             break;
         }
         if search.prunable(node.bound.value, &node.fix) {
             continue;
         }
-        let Some(node) = search.tighten(node, time_limit - elapsed) else {
+        let Some(node) = search.tighten(node) else {
             continue;
         };
         if search.prunable(node.bound.value, &node.fix) {

@@ -47,7 +47,8 @@ pub(crate) struct TreeDp {
     value: Vec<f64>,
     /// Optimum of each ancestor's subtree given that it is live (`-inf` when it cannot be).
     pub(crate) upper: Vec<f64>,
-    forced: Vec<bool>,
+    /// Whether each ancestor's subtree holds a forced candidate (it must be live).
+    pub(crate) forced: Vec<bool>,
     best_rank: Vec<usize>,
     take_ancestor: Vec<bool>,
     take_candidate: Vec<bool>,
@@ -138,6 +139,11 @@ impl Group {
         } else {
             f64::NEG_INFINITY
         }
+    }
+
+    /// Whether a member is forced in (the group must be kept), after the last run.
+    pub(crate) fn is_forced(&self) -> bool {
+        self.forced
     }
 
     /// Whether member `i` (worth `w`, forced or not) is kept when the group is.
@@ -381,7 +387,7 @@ mod tests {
     fn problem(targets: Vec<f64>, lambda_b: f64) -> RetentionProblem {
         RetentionProblem {
             targets,
-            candidate_parent: vec![1, 1, 1, 2, 2],
+            candidate_parent: [1, 1, 1, 2, 2].map(Some).to_vec(),
             ancestor_parent: vec![None, Some(0), Some(0)],
             clusters: vec![0, 1, 2, 3, 4],
             num_clusters: 5,
@@ -457,7 +463,7 @@ mod group_tests {
         // r → {a1, a2, a3}; a1 and a2 share a cluster worth 0.3.
         let p = RetentionProblem {
             targets: vec![0.0, 0.1, 0.0],
-            candidate_parent: vec![0, 0, 0],
+            candidate_parent: vec![Some(0); 3],
             ancestor_parent: vec![None],
             clusters: vec![0, 0, 1],
             num_clusters: 2,

@@ -102,9 +102,10 @@ impl LocalSearch {
         -inst.base_weight(i) + inst.cost * dying as f64 - uncover
     }
 
-    /// Applies improving moves until none is left (at most `max_moves`).
-    pub(crate) fn improve(&mut self, inst: &Instance<'_>, max_moves: usize) {
-        for _ in 0..max_moves {
+    /// Applies improving moves until none is left (at most `max_moves`); returns the number of
+    /// moves looked for (each a scan of every candidate).
+    pub(crate) fn improve(&mut self, inst: &Instance<'_>, max_moves: usize) -> usize {
+        for scans in 1..=max_moves {
             let mut best = IMPROVEMENT;
             let mut best_move = None;
             for i in 0..inst.num_candidates() {
@@ -130,9 +131,10 @@ impl LocalSearch {
                     self.apply_drop(inst, out);
                     self.apply_add(inst, into);
                 }
-                None => return,
+                None => return scans,
             }
         }
+        max_moves
     }
 
     /// The best improving swap of a kept cluster member for an unkept one of the same cluster.

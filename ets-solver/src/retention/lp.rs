@@ -29,7 +29,8 @@ use super::dp::NO_GROUP;
 use super::tree::{Fix, Instance};
 
 /// Clarabel settings for the node LPs: silent, no presolve (there are no infinite bounds), a
-/// single thread, and no iterative refinement (it costs a third of the solve time and the
+/// single thread, no time limit (a result must not depend on the machine's speed; the
+/// iteration cap bounds the work), and no iterative refinement (it costs a third of the solve time and the
 /// multipliers only guide the bound, which is computed exactly whatever they are).
 pub(crate) fn settings() -> DefaultSettings<f64> {
     DefaultSettingsBuilder::default()
@@ -68,19 +69,34 @@ impl Rows {
     }
 }
 
+/// Work per matrix entry and interior-point iteration, relative to a tree-program step:
+/// measured, one LP iteration costs about five times a tree-program run over as many entries.
+const LP_WEIGHT: u64 = 5;
+
 /// No variable.
 const NONE: usize = usize::MAX;
 
+/// What one node LP did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LpRun {
+    /// Clarabel solved it and the multipliers were written.
+    pub(crate) solved: bool,
+    /// Its work: [`LP_WEIGHT`] times interior-point iterations times the size of the
+    /// constraint matrix (rows, columns and nonzeros), a machine-independent measure of its
+    /// cost.
+    pub(crate) work: u64,
+}
+
 /// Solves the LP relaxation of the node whose fixings are `fix`, right after
 /// [`Relaxation::bound`] ran for that node, and writes the clamped duals of the coupled
-/// clusters' rows into `mu`. Returns false, leaving `mu` alone, when Clarabel does not solve it.
+/// clusters' rows into `mu`. Leaves `mu` alone when Clarabel does not solve it.
 pub(crate) fn cluster_multipliers(
     inst: &Instance<'_>,
     fix: &[Fix],
     relax: &Relaxation,
     settings: &DefaultSettings<f64>,
     mu: &mut [f64],
-) -> bool {
+) -> LpRun {
     let n = inst.num_candidates();
     let m = inst.num_ancestors();
     let v = inst.cluster_value;
@@ -179,18 +195,27 @@ pub(crate) fn cluster_multipliers(
     }
     let num_vars = q.len();
     let num_rows = rows.rhs.len();
+    let size = (num_vars + num_rows + rows.val.len()) as u64;
+    let failed = LpRun {
+        solved: false,
+        work: size,
+    };
     let a = CscMatrix::new_from_triplets(num_rows, num_vars, rows.row, rows.col, rows.val);
     let p = CscMatrix::zeros((num_vars, num_vars));
     let cones = [NonnegativeConeT(num_rows)];
     let Ok(mut solver) = DefaultSolver::new(&p, &q, &a, &rows.rhs, &cones, settings.clone()) else {
-        return false;
+        return failed;
     };
     solver.solve();
+    let work = LP_WEIGHT * size * (1 + u64::from(solver.info.iterations));
     if !matches!(
         solver.solution.status,
         SolverStatus::Solved | SolverStatus::AlmostSolved
     ) {
-        return false;
+        return LpRun {
+            solved: false,
+            work,
+        };
     }
     for (k, r) in cluster_rows {
         let dual = solver.solution.z[r];
@@ -200,7 +225,7 @@ pub(crate) fn cluster_multipliers(
             v
         };
     }
-    true
+    LpRun { solved: true, work }
 }
 
 #[cfg(test)]

@@ -23,11 +23,12 @@
 mod bound;
 mod branch;
 mod dp;
+mod fixing;
 mod heuristic;
 mod lp;
 mod tree;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ets_core::{Retention, RetentionError, RetentionProblem, RetentionSolver};
 
@@ -37,6 +38,12 @@ use tree::{Fix, Instance};
 /// Exact retention solver: a tree dynamic program, and branch-and-bound with Clarabel LP
 /// relaxations when clusters couple candidates.
 ///
+/// Deterministic: the branch-and-bound counts its work (tree-program runs, fixing passes and
+/// LP iterations, weighted by problem size) instead of timing itself, so the same problem
+/// gives the same kept set on any machine at any load. `work_limit` bounds a solve; the
+/// default settles the hard family of the bench (256 candidates, up to ~80 clusters across
+/// parents) within it and ends any solve in tens of milliseconds on the dev machines.
+///
 /// ```
 /// use ets_core::{RetentionProblem, RetentionSolver};
 /// use ets_solver::retention::BranchAndBound;
@@ -44,7 +51,7 @@ use tree::{Fix, Instance};
 /// // r → A → {a1, a2}, r → B → {b1}; a1 and a2 say the same thing.
 /// let problem = RetentionProblem {
 ///     targets: vec![0.8, 0.1, 0.1],
-///     candidate_parent: vec![1, 1, 2],
+///     candidate_parent: vec![Some(1), Some(1), Some(2)],
 ///     ancestor_parent: vec![None, Some(0), Some(0)],
 ///     clusters: vec![0, 0, 1],
 ///     num_clusters: 2,
@@ -59,21 +66,31 @@ use tree::{Fix, Instance};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BranchAndBound {
-    /// Wall-clock cap of one solve. When it runs out the best set found so far is returned
-    /// with `proven_optimal = false`.
-    pub time_limit: Duration,
+    /// Work bound of one solve, in units of about one tree-program step (see `branch.rs`).
+    /// When it is reached the best set found so far is returned with
+    /// `proven_optimal = false`; which set that is depends only on the problem.
+    pub work_limit: u64,
+    /// Optional wall-clock cap of one solve, off (`None`) by default: a safety valve for
+    /// callers that prefer a bounded wait to a reproducible result. When it ends a solve, the
+    /// set returned depends on the machine's speed and load.
+    pub time_limit: Option<Duration>,
     /// Subgradient steps on the cluster multipliers a node takes, each one run of the tree
     /// program, before it falls back to its LP relaxation. 0 solves an LP at every node the
     /// inherited multipliers do not settle.
     pub dual_steps: usize,
 }
 
+impl BranchAndBound {
+    /// The default work limit, [`BranchAndBound::work_limit`].
+    pub const DEFAULT_WORK_LIMIT: u64 = 4_000_000;
+}
+
 impl Default for BranchAndBound {
-    /// A 500 ms cap, far above the fraction of a millisecond realistic problems take, and 40
-    /// subgradient steps.
+    /// [`BranchAndBound::DEFAULT_WORK_LIMIT`], no wall-clock cap, and 40 subgradient steps.
     fn default() -> Self {
         BranchAndBound {
-            time_limit: Duration::from_millis(500),
+            work_limit: Self::DEFAULT_WORK_LIMIT,
+            time_limit: None,
             dual_steps: 40,
         }
     }
@@ -86,6 +103,18 @@ impl BranchAndBound {
     /// The problem's [`RetentionProblem::validate`] error, when it is malformed.
     pub fn try_solve(&self, problem: &RetentionProblem) -> Result<Retention, RetentionError> {
         problem.validate()?;
+        if problem.num_candidates() == 1 {
+            // The only feasible set keeps the lone candidate: the root alone at depth 0, or
+            // one child.
+            let keep = vec![true];
+            return Ok(Retention {
+                objective: problem.objective(&keep),
+                keep,
+                proven_optimal: true,
+                nodes_explored: 0,
+                lp_solves: 0,
+            });
+        }
         let inst = Instance::new(problem);
         let n = inst.num_candidates();
         if inst.cost <= 0.0 {
@@ -115,7 +144,11 @@ impl BranchAndBound {
                 lp_solves: 0,
             });
         }
-        let outcome = branch::solve(&inst, self.time_limit, self.dual_steps);
+        let limits = branch::Limits {
+            work: self.work_limit,
+            deadline: self.time_limit.map(|t| Instant::now() + t),
+        };
+        let outcome = branch::solve(&inst, limits, self.dual_steps);
         Ok(Retention {
             keep: outcome.keep,
             objective: outcome.objective,

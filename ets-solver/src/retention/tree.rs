@@ -30,6 +30,7 @@ pub(crate) struct Instance<'a> {
     pub(crate) ranking: Vec<usize>,
     /// Position of each candidate in `ranking`.
     pub(crate) rank: Vec<usize>,
+    parent: Vec<usize>,
     cand_start: Vec<usize>,
     cand_list: Vec<usize>,
     anc_start: Vec<usize>,
@@ -59,17 +60,22 @@ fn group_by(groups: usize, items: impl Iterator<Item = (usize, usize)> + Clone) 
 type Compressed = (Vec<usize>, Vec<usize>);
 
 impl<'a> Instance<'a> {
-    /// Preprocesses a problem that passed [`RetentionProblem::validate`].
+    /// Preprocesses a problem that passed [`RetentionProblem::validate`] and has an ancestor
+    /// (so every candidate has a parent: the root alone is solved without an instance).
     pub(crate) fn new(problem: &'a RetentionProblem) -> Self {
         let n = problem.num_candidates();
+        let parent: Vec<usize> = problem
+            .candidate_parent
+            .iter()
+            .map(|p| p.expect("below an ancestor every candidate has a parent"))
+            .collect();
         let m = problem.num_ancestors();
         let ranking = problem.tie_ranking();
         let mut rank = vec![0; n];
         for (r, &i) in ranking.iter().enumerate() {
             rank[i] = r;
         }
-        let (cand_start, cand_list) =
-            group_by(m, problem.candidate_parent.iter().copied().zip(0..n));
+        let (cand_start, cand_list) = group_by(m, parent.iter().copied().zip(0..n));
         let (anc_start, anc_list) = group_by(
             m,
             problem
@@ -88,6 +94,7 @@ impl<'a> Instance<'a> {
             cluster_value: problem.cluster_value(),
             ranking,
             rank,
+            parent,
             cand_start,
             cand_list,
             anc_start,
@@ -129,7 +136,7 @@ impl<'a> Instance<'a> {
 
     /// Direct parent of candidate `i`.
     pub(crate) fn candidate_parent(&self, i: usize) -> usize {
-        self.problem.candidate_parent[i]
+        self.parent[i]
     }
 
     /// Parent of ancestor `j` (`None` for the root).

@@ -1,0 +1,340 @@
+//! Why a search ended: one test per [`EndReason`] rule and per way a search runs out (width,
+//! token cap, depth cap, empty frontier, stop, deadline), on a scripted toy policy whose steps
+//! are fixed by depth, so each scenario is built on purpose rather than found by seed.
+//!
+//! Checked by breaking the driver: with the old rule (width spent only while open nodes remain)
+//! `token_cap_truncating_every_trajectory_spends_the_width` and `finishing_every_trajectory_
+//! spends_the_width` fail with `FrontierEmpty`; with the depth cap checked after the width,
+//! `the_depth_cap_truncating_open_trajectories_is_the_depth_cap` fails with `WidthSpent`; with
+//! any stop reported as `Stopped`, `a_stop_after_the_last_depth_keeps_the_natural_reason` fails.
+
+mod support;
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ets_core::retention::BruteForceRetention;
+use ets_core::search::{run_search, Backends, EndReason, NodeState, SearchEvent, SearchOutcome};
+use ets_core::{
+    BackendError, Continuation, ExpandRequest, FinishReason, Method, Policy, Reward, ScoreRequest,
+    SearchConfig,
+};
+use ets_kvtree::KvTree;
+use support::ToyClusterer;
+
+/// Steps fixed by depth: child `c` at depth `d` says `s<d><c>` (5 tokens with the delimiter),
+/// except that from depth `answer_at` on the first `answers` children of every node say
+/// `The answer is: 2`. Each generated token advances `clock` by one tick (a stand-in for
+/// wall-clock time).
+struct ScriptPolicy<'c> {
+    answer_at: usize,
+    answers: usize,
+    clock: &'c AtomicU64,
+}
+
+impl Policy for ScriptPolicy<'_> {
+    fn encode_prompt(&mut self, problem: &str) -> Result<Vec<u32>, BackendError> {
+        Ok(format!("Q: {problem}\n\n").bytes().map(u32::from).collect())
+    }
+
+    fn expand(
+        &mut self,
+        requests: &[ExpandRequest<'_>],
+    ) -> Result<Vec<Vec<Continuation>>, BackendError> {
+        Ok(requests
+            .iter()
+            .map(|r| {
+                let context: Vec<u8> = r.context.iter().map(|&t| t as u8).collect();
+                // The prompt holds one delimiter, so the children are at this depth.
+                let depth = String::from_utf8_lossy(&context)
+                    .matches(r.step_delimiter)
+                    .count();
+                (0..r.num_children)
+                    .map(|c| {
+                        let text = if depth >= self.answer_at && c < self.answers {
+                            format!("The answer is: 2{}", r.step_delimiter)
+                        } else {
+                            let c = (b'a' + (c % 26) as u8) as char;
+                            format!("s{}{c}{}", depth % 10, r.step_delimiter)
+                        };
+                        let mut token_ids: Vec<u32> = text.bytes().map(u32::from).collect();
+                        let mut finish = FinishReason::Delimiter;
+                        if token_ids.len() > r.max_tokens {
+                            token_ids.truncate(r.max_tokens);
+                            finish = FinishReason::Length;
+                        }
+                        self.clock
+                            .fetch_add(token_ids.len() as u64, Ordering::Relaxed);
+                        Continuation {
+                            logprobs: vec![-1.0; token_ids.len()],
+                            text: token_ids.iter().map(|&t| t as u8 as char).collect(),
+                            token_ids,
+                            finish,
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// Answers score 0.9; a step `s<d><c>` scores 0.5 minus a little per letter, so earlier
+/// children rank first; steps containing `drop_marker` get no score.
+struct ScriptReward {
+    drop_marker: Option<String>,
+}
+
+impl Reward for ScriptReward {
+    fn score(&mut self, requests: &[ScoreRequest<'_>]) -> Result<Vec<Option<f64>>, BackendError> {
+        Ok(requests
+            .iter()
+            .map(|r| {
+                let last = r.steps.last().copied().unwrap_or("");
+                if self
+                    .drop_marker
+                    .as_deref()
+                    .is_some_and(|m| last.contains(m))
+                {
+                    None
+                } else if last.contains("answer") {
+                    Some(0.9)
+                } else {
+                    let letter = last.as_bytes().get(2).copied().unwrap_or(b'a');
+                    Some(0.5 - 0.01 * f64::from(letter - b'a'))
+                }
+            })
+            .collect())
+    }
+}
+
+fn config(method: Method, width: usize, max_depth: usize) -> SearchConfig {
+    SearchConfig {
+        method,
+        width,
+        max_depth,
+        lambda_s: Some(0.0),
+        ..SearchConfig::default()
+    }
+}
+
+/// What the scripted backends do: answers from `answer_at` on (`answers` children of each
+/// node, all by default), steps with `drop_marker` unscored.
+#[derive(Clone, Copy)]
+struct Script<'a> {
+    answer_at: usize,
+    answers: usize,
+    drop_marker: Option<&'a str>,
+}
+
+/// Answers from `answer_at` on, by every child.
+fn answers_at(answer_at: usize) -> Script<'static> {
+    Script {
+        answer_at,
+        answers: usize::MAX,
+        drop_marker: None,
+    }
+}
+
+/// No answers ever.
+const NEVER: Script<'static> = Script {
+    answer_at: usize::MAX,
+    answers: 0,
+    drop_marker: None,
+};
+
+/// Runs a scripted search; `stop` sees every event with the tick count so far and may stop it.
+fn run_with(
+    c: &SearchConfig,
+    script: Script<'_>,
+    stop: &mut dyn FnMut(&SearchEvent, u64) -> bool,
+) -> SearchOutcome {
+    let clock = AtomicU64::new(0);
+    let mut policy = ScriptPolicy {
+        answer_at: script.answer_at,
+        answers: script.answers,
+        clock: &clock,
+    };
+    let mut reward = ScriptReward {
+        drop_marker: script.drop_marker.map(str::to_owned),
+    };
+    let backends = Backends {
+        policy: &mut policy,
+        reward: &mut reward,
+        embedder: None,
+        solver: &BruteForceRetention,
+        clusterer: &ToyClusterer,
+    };
+    let mut kv = KvTree::new(1);
+    let mut observer = |e: &SearchEvent| {
+        if stop(e, clock.load(Ordering::Relaxed)) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    let outcome = run_search("q", c, backends, &mut kv, &mut observer).expect("search runs");
+    assert_eq!(kv.stats().live_tokens, 0, "every KV reference is released");
+    outcome
+}
+
+fn run(c: &SearchConfig, script: Script<'_>) -> SearchOutcome {
+    run_with(c, script, &mut |_, _| false)
+}
+
+fn states(o: &SearchOutcome, state: NodeState) -> usize {
+    o.nodes.iter().filter(|n| n.state == state).count()
+}
+
+#[test]
+fn finishing_every_trajectory_spends_the_width() {
+    for method in Method::ALL {
+        let o = run(&config(method, 4, 8), answers_at(3));
+        assert_eq!(o.stats.finished, 4, "{method}");
+        assert_eq!(o.depths.len(), 3, "{method}: all finish at depth 3");
+        assert_eq!(o.end, EndReason::WidthSpent, "{method}");
+    }
+}
+
+#[test]
+fn token_cap_truncating_every_trajectory_spends_the_width() {
+    // The case: width 2, both trajectories truncated by the token cap at depth 2 of 8.
+    let mut c = config(Method::Rebase, 2, 8);
+    c.max_total_tokens = 6;
+    let o = run(&c, NEVER);
+    assert_eq!((o.stats.finished, o.stats.truncated), (0, 2));
+    assert_eq!(o.depths.len(), 2);
+    assert!(o
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Truncated)
+        .all(|n| n.path_tokens >= 6));
+    assert_eq!(o.end, EndReason::WidthSpent);
+}
+
+#[test]
+fn token_cap_at_the_last_depth_is_not_the_depth_cap() {
+    // Depth 2 is both the depth cap and where the token cap cuts every step: the depth cap
+    // truncated nothing the token cap had not, so the width is what ran out.
+    let mut c = config(Method::Rebase, 3, 2);
+    c.max_total_tokens = 6;
+    let o = run(&c, NEVER);
+    assert_eq!((o.stats.truncated, o.depths.len()), (3, 2));
+    assert_eq!(o.end, EndReason::WidthSpent);
+}
+
+#[test]
+fn the_depth_cap_truncating_open_trajectories_is_the_depth_cap() {
+    for method in Method::ALL {
+        let o = run(&config(method, 4, 3), NEVER);
+        assert_eq!(o.depths.len(), 3, "{method}");
+        assert!(o.stats.truncated > 0, "{method}");
+        assert_eq!(o.end, EndReason::DepthCap, "{method}");
+    }
+    // Some finish at the cap and some are cut by it: still the depth cap.
+    let mut c = config(Method::Rebase, 4, 3);
+    c.answer_markers = vec!["s3a".into()];
+    let o = run(&c, NEVER);
+    assert!(
+        o.stats.finished > 0 && o.stats.truncated > 0,
+        "{:?}",
+        o.stats
+    );
+    assert_eq!(o.end, EndReason::DepthCap);
+}
+
+#[test]
+fn finishing_exactly_at_the_depth_cap_is_not_the_depth_cap() {
+    let o = run(&config(Method::Rebase, 4, 3), answers_at(3));
+    assert_eq!((o.stats.finished, o.depths.len()), (4, 3));
+    assert_eq!(o.end, EndReason::WidthSpent);
+}
+
+#[test]
+fn children_all_dropped_leave_the_frontier_empty() {
+    // Every depth-2 step goes unscored: nothing is closed, width remains, nothing to expand.
+    let script = Script {
+        drop_marker: Some("s2"),
+        ..NEVER
+    };
+    let o = run(&config(Method::Rebase, 4, 8), script);
+    assert_eq!(o.stats.finished + o.stats.truncated, 0);
+    assert_eq!(states(&o, NodeState::Dropped), 4);
+    assert_eq!(o.end, EndReason::FrontierEmpty);
+}
+
+#[test]
+fn dvts_ends_with_an_empty_frontier_when_its_subtrees_end() {
+    // Width 4: two subtrees of two root children each. Root children 0 and 1 answer (the best
+    // score) and fall in different subtrees, so both subtrees end at depth 1 with 2 of the
+    // width's 4 trajectories closed; the two open children are pruned.
+    let script = Script {
+        answer_at: 1,
+        answers: 2,
+        drop_marker: None,
+    };
+    let o = run(&config(Method::Dvts, 4, 8), script);
+    assert_eq!((o.depths.len(), o.stats.finished), (1, 2));
+    assert_eq!(states(&o, NodeState::Pruned), 2);
+    assert_eq!(o.end, EndReason::FrontierEmpty);
+}
+
+#[test]
+fn a_stop_mid_search_is_stopped_and_leaves_nodes_open() {
+    let c = config(Method::Rebase, 4, 8);
+    let o = run_with(&c, NEVER, &mut |e, _| {
+        matches!(e, SearchEvent::DepthDone { depth: 2, .. })
+    });
+    assert_eq!(o.end, EndReason::Stopped);
+    assert_eq!(o.depths.len(), 2);
+    assert!(
+        states(&o, NodeState::Open) > 0,
+        "the planned nodes stay open"
+    );
+    // A stop right after expansion: the new children are open and unscored.
+    let o = run_with(&c, NEVER, &mut |e, _| {
+        matches!(e, SearchEvent::Expanded { depth: 1, .. })
+    });
+    assert_eq!(o.end, EndReason::Stopped);
+    assert_eq!(states(&o, NodeState::Open), 4);
+}
+
+#[test]
+fn a_stop_after_the_last_depth_keeps_the_natural_reason() {
+    // Every trajectory finishes at depth 3; the stop lands when nothing is left to do.
+    let c = config(Method::Rebase, 4, 8);
+    let o = run_with(&c, answers_at(3), &mut |e, _| {
+        matches!(e, SearchEvent::DepthDone { depth: 3, .. })
+    });
+    assert_eq!(o.end, EndReason::WidthSpent);
+    assert_eq!(states(&o, NodeState::Open), 0);
+}
+
+#[test]
+fn a_deadline_ends_the_search_as_stopped() {
+    // The daemon turns a passed deadline into a stop from its observer; here the deadline is
+    // on a clock of generated tokens, so the test is exact on any machine. Each depth of
+    // width 4 generates 20 tokens; a deadline at 30 ticks passes during depth 2.
+    let c = config(Method::Rebase, 4, 8);
+    let deadline = 30;
+    let o = run_with(&c, NEVER, &mut |_, now| now >= deadline);
+    assert_eq!(o.end, EndReason::Stopped);
+    assert_eq!(o.depths.len(), 2);
+    // A deadline the search never reaches changes nothing.
+    let o = run_with(&c, NEVER, &mut |_, now| now >= 10_000);
+    assert_eq!(o.end, EndReason::DepthCap);
+}
+
+#[test]
+fn end_reasons_print_kebab_case_names() {
+    let names: Vec<String> = EndReason::ALL.iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        names,
+        ["stopped", "depth-cap", "width-spent", "frontier-empty"]
+    );
+    for r in EndReason::ALL {
+        // The wire name (serde) and the log name agree.
+        assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{r}\""));
+    }
+    assert_eq!(NodeState::Truncated.to_string(), "truncated");
+    assert_eq!(FinishReason::EndOfSequence.to_string(), "end-of-sequence");
+}
