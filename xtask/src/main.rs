@@ -3,17 +3,19 @@
 //! **Owns**: repository rules checked as tests ([`tidy`]), the test-model fixtures
 //! ([`models`]: `cargo xtask models`), the engine benchmark ([`bench_engine`]:
 //! `cargo xtask bench-engine`), the end-to-end search benchmark of both engines
-//! ([`bench_search`]: `cargo xtask bench-search`), and later the evaluation runners.
+//! ([`bench_search`]: `cargo xtask bench-search`), the llama.cpp reference binaries built from
+//! source ([`llama_cpp`]: `cargo xtask llama-cpp`), and later the evaluation runners.
 //! **Must not**: be a dependency of any product crate.
 
 mod bench_engine;
 mod bench_search;
+mod llama_cpp;
 mod models;
 mod tidy;
 
 use anyhow::{bail, Result};
 
-const TASKS: &str = "tidy, models, bench-engine, bench-search";
+const TASKS: &str = "tidy, models, bench-engine, bench-search, llama-cpp";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,6 +35,7 @@ fn main() -> Result<()> {
         Some("models") => models::run(&args[1..]),
         Some("bench-engine") => bench_engine::run(&args[1..]),
         Some("bench-search") => bench_search::run(&args[1..]),
+        Some("llama-cpp") => llama_cpp::run(&args[1..]),
         Some(other) => bail!("unknown task `{other}`; tasks: {TASKS}"),
         None => bail!("usage: cargo xtask <task>; tasks: {TASKS}"),
     }
