@@ -4,8 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ets_core::protocol::{
-    EngineChoice, JobId, JobInfo, ModelRole, Request, Response, SolveRequest, StatusReport,
-    StoreModel,
+    EngineChoice, JobId, JobInfo, ModelRole, RemoteModelSpec, Request, Response, SolveRequest,
+    StatusReport, StoreModel,
 };
 use serde::{Deserialize, Serialize};
 
@@ -149,6 +149,15 @@ impl Client {
             engine,
         };
         expect_done("LoadModel", self.call(request).await?)
+    }
+
+    /// Adds a model served by remote engines (or replaces one no job uses), by name; jobs then
+    /// name it as their policy or PRM.
+    pub async fn add_remote_model(&self, spec: RemoteModelSpec) -> Result<(), ClientError> {
+        expect_done(
+            "AddRemoteModel",
+            self.call(Request::AddRemoteModel(spec)).await?,
+        )
     }
 
     /// Unloads a model.

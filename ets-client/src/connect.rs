@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ets_core::protocol::{default_socket_path, encode_frame, Request, Response, PROTOCOL_VERSION};
 use interprocess::local_socket::tokio::Stream;
+use interprocess::local_socket::traits::StreamCommon as _;
 use interprocess::local_socket::{ConnectOptions as IpcConnect, GenericFilePath, ToFsName};
 use tokio::io::AsyncWriteExt;
 
@@ -271,10 +272,27 @@ pub(crate) async fn connect(opts: &ConnectOptions) -> Result<Connection, ClientE
         },
         Err(e) => return Err(io_error(socket, e)),
     };
+    check_daemon_owner(&stream, socket)?;
     let (stream, daemon) = tokio::time::timeout(opts.timeout, handshake(stream, opts))
         .await
         .map_err(|_| timed_out())??;
     Ok(Connection::start(stream, socket.to_path_buf(), daemon))
+}
+
+/// Refuses a daemon that runs as another user, before anything is sent to it: with no
+/// `XDG_RUNTIME_DIR` the default socket is under `/tmp`, where another user could listen first.
+/// Root is trusted (it can read this user's files anyway).
+fn check_daemon_owner(stream: &Stream, socket: &Path) -> Result<(), ClientError> {
+    let own = ets_core::protocol::current_uid();
+    let peer = stream.peer_creds().ok().and_then(|c| c.euid());
+    match peer {
+        Some(uid) if uid == own || uid == 0 => Ok(()),
+        other => Err(ClientError::UntrustedDaemon {
+            socket: socket.to_path_buf(),
+            peer: other.map_or_else(|| "unknown".to_owned(), |u| u.to_string()),
+            own,
+        }),
+    }
 }
 
 /// Sends `Hello` and checks the daemon's; returns the daemon's name.
@@ -291,7 +309,12 @@ async fn handshake(
     };
     stream.write_all(&hello).await.map_err(lost)?;
     stream.flush().await.map_err(lost)?;
-    match read_response(&mut stream).await? {
+    let reply = read_response(&mut stream)
+        .await
+        .map_err(|e| ClientError::Disconnected {
+            reason: format!("during the handshake: {e}"),
+        })?;
+    match reply {
         Some(Response::Hello { protocol, daemon }) if protocol == PROTOCOL_VERSION => {
             Ok((stream, daemon))
         }
@@ -300,7 +323,10 @@ async fn handshake(
             daemon: protocol,
             daemon_name: daemon,
         }),
-        Some(Response::Error { kind, message }) => Err(ClientError::Server { kind, message }),
+        // Refused before the handshake (another user, too many connections).
+        Some(Response::Error { message, .. }) => Err(ClientError::Disconnected {
+            reason: format!("the daemon refused the connection: {message}"),
+        }),
         Some(other) => Err(ClientError::UnexpectedReply {
             request: "Hello",
             reply: format!("{other:?}"),

@@ -94,6 +94,22 @@ pub enum ClientError {
     /// A message could not be encoded or decoded.
     #[error("protocol codec: {0}")]
     Codec(#[from] CodecError),
+    /// The process listening on the socket runs as another user: it could read every problem
+    /// sent and answer anything, so the client refuses to talk to it.
+    #[error(
+        "refusing the daemon at {}: it runs as uid {peer}, not as this user (uid {own}); \
+         another user may have taken the socket's path (set ETS_SOCKET or XDG_RUNTIME_DIR to a \
+         directory only you can write)",
+        socket.display()
+    )]
+    UntrustedDaemon {
+        /// The socket.
+        socket: PathBuf,
+        /// The uid of the process listening on it (`None`: the OS did not say).
+        peer: String,
+        /// This process's uid.
+        own: u32,
+    },
     /// Connecting to the socket failed for another reason than nobody listening.
     #[error("i/o error on {}: {error}", socket.display())]
     Io {
@@ -115,6 +131,7 @@ impl ClientError {
                 | ClientError::ProtocolMismatch { .. }
                 | ClientError::Disconnected { .. }
                 | ClientError::StartFailed { .. }
+                | ClientError::UntrustedDaemon { .. }
                 | ClientError::Io { .. }
         )
     }

@@ -81,6 +81,6 @@ pub use error::ClientError;
 pub use job::{Job, JobResult};
 
 pub use ets_core::protocol::{
-    EngineChoice, ErrorKind, JobEvent, JobId, JobInfo, JobState, ModelChoice, ModelRole,
-    SolveRequest, StatusReport, StoreModel,
+    EndpointInfo, EngineChoice, ErrorKind, JobEvent, JobId, JobInfo, JobState, ModelChoice,
+    ModelRole, RemoteModelSpec, SolveRequest, StatusReport, StoreModel,
 };

@@ -87,7 +87,40 @@ pub trait Policy: Send {
         let _ = live;
         Ok(())
     }
+
+    /// Hands the backend its job's stop check. A backend whose one call can run long (many
+    /// decode steps in one batched call) asks it between forward passes and returns an error
+    /// once it says stop, so a cancel or deadline lands within one forward pass; the default
+    /// ignores it (the caller then checks between calls).
+    fn set_stop(&mut self, stop: StopHandle) {
+        let _ = stop;
+    }
+
+    /// Prompt tokens a serving engine reported computing and reusing from its prefix cache for
+    /// this backend's requests so far; `None` for engines in this process.
+    fn server_prompt_tokens(&self) -> Option<ServerPromptTokens> {
+        None
+    }
 }
+
+/// What a serving engine reported about the prompts of a backend's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerPromptTokens {
+    /// Prompt tokens it computed.
+    pub computed: u64,
+    /// Prompt tokens it reused from its prefix cache.
+    pub reused: u64,
+}
+
+/// Whether the job a backend works for should stop (cancelled, deadline passed, client gone,
+/// shutdown). Cheap enough to ask before every forward pass.
+pub trait StopCheck: Send + Sync {
+    /// True once the job should stop.
+    fn should_stop(&self) -> bool;
+}
+
+/// A shared [`StopCheck`].
+pub type StopHandle = std::sync::Arc<dyn StopCheck>;
 
 /// A trajectory to score: the problem and every step text from the root to the newest step.
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +143,17 @@ pub trait Reward: Send {
     fn retain(&mut self, live: &[ScoreRequest<'_>]) -> Result<(), BackendError> {
         let _ = live;
         Ok(())
+    }
+
+    /// Hands the backend its job's stop check (see [`Policy::set_stop`]).
+    fn set_stop(&mut self, stop: StopHandle) {
+        let _ = stop;
+    }
+
+    /// What a serving engine reported about this backend's prompts (see
+    /// [`Policy::server_prompt_tokens`]).
+    fn server_prompt_tokens(&self) -> Option<ServerPromptTokens> {
+        None
     }
 }
 

@@ -22,6 +22,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod limits;
 pub mod protocol;
 pub mod retention;
 pub mod search;
@@ -29,8 +30,9 @@ pub mod select;
 
 pub use backend::{
     Clusterer, Continuation, Embedder, ExpandRequest, FinishReason, Policy, RetentionSolver,
-    Reward, ScoreRequest,
+    Reward, ScoreRequest, ServerPromptTokens, StopCheck, StopHandle,
 };
 pub use config::{Method, SamplingConfig, SearchConfig};
 pub use error::{BackendError, ConfigError, EvalError, RetentionError, SearchError};
+pub use limits::{LimitError, RequestLimits};
 pub use retention::{Retention, RetentionProblem};

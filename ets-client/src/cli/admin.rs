@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Subcommand, ValueEnum};
 use ets_client::EngineChoice;
 use ets_client::{Client, JobId, JobInfo, JobState, ModelRole, StatusReport, StoreModel};
-use ets_core::protocol::ModelInfo;
+use ets_core::protocol::{EndpointInfo, ModelInfo, RemoteModelSpec};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -34,9 +34,34 @@ pub enum ModelsCommand {
         /// Idle keep-alive in seconds; -1 keeps it forever [default: the daemon's].
         #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
         keep_alive: Option<i64>,
-        /// Engine for a policy or PRM: auto, native or mistralrs [default: the daemon's].
+        /// Engine for a policy or PRM: auto, native, mistralrs or remote [default: the daemon's].
         #[arg(long, value_name = "ENGINE")]
         engine: Option<EngineChoice>,
+    },
+    /// Add a model served by remote engines (llama.cpp server, vLLM), by name.
+    Add {
+        /// The name jobs use for it (`ets solve --policy NAME`).
+        name: String,
+        /// Endpoints, `http://host:port`, comma-separated.
+        #[arg(
+            long,
+            value_name = "URL[,URL…]",
+            value_delimiter = ',',
+            required = true
+        )]
+        remote: Vec<String>,
+        /// The model name the servers expect [default: the first one they list].
+        #[arg(long, value_name = "NAME")]
+        served_name: Option<String>,
+        /// The role it is meant for.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        /// PRM profile to use with it when it is the PRM and a job names none.
+        #[arg(long, value_name = "PROFILE")]
+        prm_profile: Option<String>,
+        /// Server dialect: llama.cpp or vllm [default: detected].
+        #[arg(long, value_name = "DIALECT")]
+        dialect: Option<String>,
     },
     /// Unload a model.
     Unload {
@@ -186,6 +211,27 @@ pub async fn models(g: &Globals, command: ModelsCommand) -> anyhow::Result<u8> {
             loaded?;
             done(format!("loaded {model} as {role:?}").to_lowercase())
         }
+        ModelsCommand::Add {
+            name,
+            remote,
+            served_name,
+            role,
+            prm_profile,
+            dialect,
+        } => {
+            let endpoints = remote.len();
+            client
+                .add_remote_model(RemoteModelSpec {
+                    name: name.clone(),
+                    endpoints: remote,
+                    served_name,
+                    role: role.map(Into::into),
+                    prm_profile,
+                    dialect,
+                })
+                .await?;
+            done(format!("added remote model {name} ({endpoints} endpoints)"))
+        }
         ModelsCommand::Unload { model } => {
             client.unload_model(&model).await?;
             done(format!("unloaded {model}"))
@@ -272,11 +318,44 @@ fn status_text(r: &StatusReport) -> String {
         out.push('\n');
         out.push_str(&loaded_table(&r.models));
     }
+    for m in r.models.iter().filter(|m| !m.endpoints.is_empty()) {
+        out.push_str(&format!("\nendpoints of {}\n", m.model));
+        out.push_str(&endpoints_table(&m.endpoints));
+    }
     if !r.jobs.is_empty() {
         out.push('\n');
         out.push_str(&jobs_table(&r.jobs));
     }
     out
+}
+
+fn endpoints_table(endpoints: &[EndpointInfo]) -> String {
+    let rows: Vec<Vec<String>> = endpoints
+        .iter()
+        .map(|e| {
+            vec![
+                e.url.clone(),
+                if e.up { "up" } else { "down" }.into(),
+                e.in_flight.to_string(),
+                count(e.requests),
+                count(e.errors),
+                format!("{:.0} ms", e.mean_latency_ms),
+                e.last_error.as_deref().map_or("-".into(), |m| short(m, 60)),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ENDPOINT",
+            "HEALTH",
+            "IN FLIGHT",
+            "REQUESTS",
+            "ERRORS",
+            "LATENCY",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
 }
 
 fn loaded_table(models: &[ModelInfo]) -> String {

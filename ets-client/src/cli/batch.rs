@@ -194,7 +194,10 @@ pub fn open_output_by(
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let (kept, done) = load_done_by(&existing, key_of);
-    if kept.len() != existing.lines().count() {
+    // Rewritten also when the last line lost its newline, so the next result starts a line of
+    // its own instead of being glued to it (`}{`).
+    let unterminated = !existing.is_empty() && !existing.ends_with('\n');
+    if kept.len() != existing.lines().count() || unterminated {
         let tmp = path.with_extension("jsonl.tmp");
         let mut text = kept.join("\n");
         if !text.is_empty() {
@@ -440,6 +443,24 @@ mod tests {
             "{\"id\":1,\"answer\":\"2\"}\n{\"id\":2,\"error\":{}}\n",
         )
         .unwrap();
+        let (mut file, done) = open_output(&path).unwrap();
+        assert_eq!(done.len(), 1);
+        writeln!(file, "{{\"id\":2,\"answer\":\"5\"}}").unwrap();
+        drop(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "{\"id\":1,\"answer\":\"2\"}\n{\"id\":2,\"answer\":\"5\"}\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn resume_after_a_last_line_without_newline_starts_a_new_line() {
+        let dir = std::env::temp_dir().join(format!("ets-batch-nl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.jsonl");
+        std::fs::write(&path, "{\"id\":1,\"answer\":\"2\"}").unwrap();
         let (mut file, done) = open_output(&path).unwrap();
         assert_eq!(done.len(), 1);
         writeln!(file, "{{\"id\":2,\"answer\":\"5\"}}").unwrap();

@@ -89,7 +89,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 pub fn outcome(outcome: &SearchOutcome, config: &SearchConfig) -> String {
     let s = &outcome.stats;
     let answer = outcome.answer.as_deref().unwrap_or("(no answer)");
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         (
             "method",
             format!("{} (width {})", config.method, config.width),
@@ -123,6 +123,17 @@ pub fn outcome(outcome: &SearchOutcome, config: &SearchConfig) -> String {
         ),
         ("wall time", duration(s.wall_time)),
     ];
+    let served = s.server_prompt_tokens_computed + s.server_prompt_tokens_reused;
+    if served > 0 {
+        rows.push((
+            "server prompts",
+            format!(
+                "{} tokens computed, {} reused from the servers' caches",
+                count(s.server_prompt_tokens_computed),
+                count(s.server_prompt_tokens_reused)
+            ),
+        ));
+    }
     let mut out = format!("answer: {answer}\n\n");
     for (name, value) in rows {
         let _ = writeln!(out, "{name:<14}{value}");

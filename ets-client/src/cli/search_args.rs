@@ -67,7 +67,8 @@ pub struct SearchArgs {
     pub embedder: Option<String>,
 
     /// Engine for the policy and the PRM: auto (native for llama-family GGUF on the CPU),
-    /// native or mistralrs [default: the daemon's].
+    /// native, mistralrs or remote (a remote model's name always runs remotely) [default: the
+    /// daemon's].
     #[arg(long, value_name = "ENGINE")]
     pub engine: Option<EngineChoice>,
 }

@@ -98,14 +98,18 @@ pub enum EngineChoice {
     Native,
     /// mistral.rs.
     MistralRs,
+    /// A serving engine elsewhere (llama.cpp server, vLLM, SGLang) over HTTP: the model is a
+    /// remote model added by name (`etsd.toml`, `--remote`, `ets models add`).
+    Remote,
 }
 
 impl EngineChoice {
     /// Every choice, in the order help texts list them.
-    pub const ALL: [EngineChoice; 3] = [
+    pub const ALL: [EngineChoice; 4] = [
         EngineChoice::Auto,
         EngineChoice::Native,
         EngineChoice::MistralRs,
+        EngineChoice::Remote,
     ];
 
     /// The name flags and configs use.
@@ -114,6 +118,7 @@ impl EngineChoice {
             EngineChoice::Auto => "auto",
             EngineChoice::Native => "native",
             EngineChoice::MistralRs => "mistralrs",
+            EngineChoice::Remote => "remote",
         }
     }
 }
@@ -132,8 +137,9 @@ impl std::str::FromStr for EngineChoice {
             "auto" => Ok(EngineChoice::Auto),
             "native" => Ok(EngineChoice::Native),
             "mistralrs" | "mistral.rs" | "mistral-rs" => Ok(EngineChoice::MistralRs),
+            "remote" => Ok(EngineChoice::Remote),
             _ => Err(format!(
-                "unknown engine `{s}` (expected auto, native or mistralrs)"
+                "unknown engine `{s}` (expected auto, native, mistralrs or remote)"
             )),
         }
     }
@@ -192,6 +198,8 @@ pub enum Request {
     },
     /// Lists the models the store knows (built-in aliases and pulled ones).
     ListModels,
+    /// Adds (or replaces, when no job uses it) a model served elsewhere, by name.
+    AddRemoteModel(RemoteModelSpec),
     /// Stops the daemon: running jobs fail with "shutting down".
     Shutdown,
 }
@@ -266,6 +274,48 @@ pub struct ModelInfo {
     pub idle_secs: u64,
     /// Idle keep-alive in seconds (negative = forever).
     pub keep_alive_secs: i64,
+    /// Its endpoints, for a remote model (empty otherwise).
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+/// A model served by remote engines: a named set of endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RemoteModelSpec {
+    /// The name jobs use for it (`--policy NAME`, `--prm NAME`).
+    pub name: String,
+    /// Base URLs, `http://host:port`, one or many.
+    pub endpoints: Vec<String>,
+    /// The model name the servers expect in requests; `None`: the first one they list.
+    pub served_name: Option<String>,
+    /// The role it is meant for (checked against the servers' capabilities when loaded).
+    pub role: Option<ModelRole>,
+    /// PRM profile it is used with when it is the PRM and a job names none.
+    pub prm_profile: Option<String>,
+    /// Server dialect (`llama.cpp`, `vllm`, `sglang`); `None`: detected.
+    pub dialect: Option<String>,
+}
+
+/// One endpoint of a remote model, for status.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EndpointInfo {
+    /// Base URL.
+    pub url: String,
+    /// Whether jobs are sent to it (down after repeated failures, probed back up).
+    pub up: bool,
+    /// Requests in flight now.
+    pub in_flight: usize,
+    /// Requests sent since the model was loaded.
+    pub requests: u64,
+    /// Requests that failed.
+    pub errors: u64,
+    /// Mean latency of successful requests, in milliseconds.
+    pub mean_latency_ms: f64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// Prompt tokens the server reported computing.
+    pub prompt_tokens_computed: u64,
+    /// Prompt tokens the server reported reusing from its prefix cache.
+    pub prompt_tokens_reused: u64,
 }
 
 /// Answer to [`Request::Status`].

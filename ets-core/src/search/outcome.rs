@@ -251,6 +251,10 @@ pub struct SearchStats {
     pub pruned: usize,
     /// Wall-clock time of the search.
     pub wall_time: Duration,
+    /// Prompt tokens remote servers computed for this search's requests (0 in process).
+    pub server_prompt_tokens_computed: u64,
+    /// Prompt tokens remote servers reused from their prefix caches for this search.
+    pub server_prompt_tokens_reused: u64,
 }
 
 /// The result of a search.

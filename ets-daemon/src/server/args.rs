@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use ets_core::protocol::EngineChoice;
+use ets_core::RequestLimits;
 
 /// How `etsd` runs.
 #[derive(Debug, Clone, Args)]
@@ -71,8 +72,8 @@ pub struct DaemonArgs {
     pub embedder: String,
 
     /// Engine for policies and PRMs: `auto` (native for llama-family GGUF files on the CPU,
-    /// mistral.rs for other models and in `cuda` builds), `native` or `mistralrs`. A request
-    /// may ask for another.
+    /// mistral.rs for other models and in `cuda` builds), `native` or `mistralrs`; a remote
+    /// model's name always runs on `remote`. A request may ask for another.
     #[arg(long, default_value_t = EngineChoice::Auto, value_name = "ENGINE")]
     pub engine: EngineChoice,
 
@@ -85,6 +86,80 @@ pub struct DaemonArgs {
     /// to pull it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub auto_pull: bool,
+
+    /// Daemon config file with remote models [default: $XDG_CONFIG_HOME/ets/etsd.toml, read if
+    /// present].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// A remote model: NAME=URL[,URL…] (llama.cpp server or vLLM endpoints). Repeatable;
+    /// overrides a config-file entry of the same name.
+    #[arg(long = "remote", value_name = "NAME=URL[,URL…]", value_parser = super::remotes::parse_remote_flag)]
+    pub remote: Vec<ets_core::protocol::RemoteModelSpec>,
+
+    /// The largest search accepted; a request over a limit is refused, naming it.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Request limits as daemon flags (defaults: [`RequestLimits::default`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Most trajectories one search may grow (`width`).
+    #[arg(long, default_value_t = RequestLimits::default().max_width, value_name = "N")]
+    pub max_width: usize,
+    /// Deepest depth cap a request may set (`max_depth`).
+    #[arg(long, default_value_t = RequestLimits::default().max_depth, value_name = "N")]
+    pub max_depth: usize,
+    /// Most tokens of one step a request may set (`max_step_tokens`).
+    #[arg(long, default_value_t = RequestLimits::default().max_step_tokens, value_name = "N")]
+    pub max_step_tokens: usize,
+    /// Most tokens of one trajectory a request may set (`max_total_tokens`).
+    #[arg(long, default_value_t = RequestLimits::default().max_total_tokens, value_name = "N")]
+    pub max_total_tokens: usize,
+    /// Most bytes of a problem's text.
+    #[arg(long, default_value_t = RequestLimits::default().max_problem_bytes, value_name = "BYTES")]
+    pub max_problem_bytes: usize,
+    /// Most client connections at once; more are refused with an error naming this flag.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_connections: usize,
+    /// Most requests of one connection whose replies are not sent yet; the daemon reads no
+    /// more of that connection's requests until one is answered.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_inflight_requests: usize,
+    /// Most replies and events queued for a client that does not read them; past this the
+    /// connection is closed and its jobs end as if it had left.
+    #[arg(long, default_value_t = 65_536, value_name = "N")]
+    pub max_queued_replies: usize,
+}
+
+impl LimitArgs {
+    /// The limits these flags set.
+    pub fn limits(&self) -> RequestLimits {
+        RequestLimits {
+            max_width: self.max_width,
+            max_depth: self.max_depth,
+            max_step_tokens: self.max_step_tokens,
+            max_total_tokens: self.max_total_tokens,
+            max_problem_bytes: self.max_problem_bytes,
+        }
+    }
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        let d = RequestLimits::default();
+        Self {
+            max_width: d.max_width,
+            max_depth: d.max_depth,
+            max_step_tokens: d.max_step_tokens,
+            max_total_tokens: d.max_total_tokens,
+            max_problem_bytes: d.max_problem_bytes,
+            max_connections: 256,
+            max_inflight_requests: 1024,
+            max_queued_replies: 65_536,
+        }
+    }
 }
 
 impl Default for DaemonArgs {
@@ -106,6 +181,9 @@ impl Default for DaemonArgs {
             engine: EngineChoice::Auto,
             engine_for: Vec::new(),
             auto_pull: true,
+            limits: LimitArgs::default(),
+            config: None,
+            remote: Vec::new(),
         }
     }
 }

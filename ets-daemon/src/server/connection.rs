@@ -15,7 +15,8 @@ use interprocess::local_socket::traits::StreamCommon as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::jobs::{Outbox, StopReason};
+use super::jobs::StopReason;
+use super::outbox::{outbox, Outbox, OutboxReceiver};
 use super::registry::drop_off_runtime;
 use super::runner::run_job;
 use super::socket::check_peer;
@@ -23,8 +24,11 @@ use super::Daemon;
 
 /// How long a new connection may take to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest problem text accepted.
-const MAX_PROBLEM_CHARS: usize = 100_000;
+/// How long the rest of a frame may take once its header arrived.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Payload bytes read (and allocated) at a time: a header that claims a large frame costs only
+/// what actually arrives.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Serves one connection until the client leaves, breaks the protocol, or the daemon stops.
 pub async fn serve(daemon: Arc<Daemon>, stream: Stream, conn: u64) {
@@ -35,11 +39,15 @@ pub async fn serve(daemon: Arc<Daemon>, stream: Stream, conn: u64) {
             .counters
             .peers_refused
             .fetch_add(1, Ordering::Relaxed);
+        // Said once, plainly, before closing (the client exits as "daemon unreachable").
+        if let Ok(frame) = encode_frame(&error(ErrorKind::BadRequest, refused.to_string())) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), (&stream).write_all(&frame)).await;
+        }
         return;
     }
     daemon.clients.fetch_add(1, Ordering::Relaxed);
     let stream = Arc::new(stream);
-    let (outbox, rx) = mpsc::unbounded_channel();
+    let (outbox, rx) = outbox(daemon.args.limits.max_queued_replies);
     let writer = tokio::spawn(write_loop(stream.clone(), rx));
     let reason = read_loop(&daemon, &stream, conn, &outbox).await;
     tracing::debug!(conn, reason, "connection closing");
@@ -67,16 +75,35 @@ pub async fn serve(daemon: Arc<Daemon>, stream: Stream, conn: u64) {
     daemon.wake_idle_watch();
 }
 
-async fn write_loop(stream: Arc<Stream>, mut rx: mpsc::UnboundedReceiver<Response>) {
+/// Tells a client over the connection cap why it is closed, then closes it.
+pub async fn refuse_full(stream: Stream, max_connections: usize) {
+    let reply = error(
+        ErrorKind::Resources,
+        format!(
+            "the daemon already serves {max_connections} connections (etsd \
+             --max-connections raises the limit)"
+        ),
+    );
+    if let Ok(frame) = encode_frame(&reply) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), (&stream).write_all(&frame)).await;
+    }
+}
+
+async fn write_loop(stream: Arc<Stream>, mut rx: OutboxReceiver) {
     while let Some(message) = rx.recv().await {
-        let frame = match encode_frame(&message) {
+        let frame = encode_frame(&message);
+        drop(message);
+        let frame = match frame {
             Ok(f) => f,
             Err(e) => {
+                rx.written();
                 tracing::error!(error = %e, "cannot encode a response");
                 continue;
             }
         };
-        if (&*stream).write_all(&frame).await.is_err() {
+        let sent = (&*stream).write_all(&frame).await;
+        rx.written();
+        if sent.is_err() {
             break;
         }
     }
@@ -95,14 +122,33 @@ async fn read_request(stream: &Stream) -> Result<Option<Request>, CodecError> {
         }
     }
     let len = payload_len(header)?;
-    let mut payload = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        match reader.read(&mut payload[got..]).await? {
-            0 => return Err(CodecError::Truncated { expected: len, got }),
-            n => got += n,
+    let body = async {
+        // Grows with what arrives: a header claiming 16 MiB followed by a trickle holds only
+        // the trickle.
+        let mut payload = Vec::with_capacity(len.min(READ_CHUNK));
+        let mut chunk = vec![0u8; len.min(READ_CHUNK)];
+        while payload.len() < len {
+            let want = (len - payload.len()).min(chunk.len());
+            match reader.read(&mut chunk[..want]).await? {
+                0 => {
+                    return Err(CodecError::Truncated {
+                        expected: len,
+                        got: payload.len(),
+                    })
+                }
+                n => payload.extend_from_slice(&chunk[..n]),
+            }
         }
-    }
+        Ok(payload)
+    };
+    let payload = tokio::time::timeout(FRAME_TIMEOUT, body)
+        .await
+        .map_err(|_| {
+            CodecError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("a {len}-byte frame did not arrive within {FRAME_TIMEOUT:?}"),
+            ))
+        })??;
     decode_payload(&payload).map(Some)
 }
 
@@ -164,12 +210,13 @@ async fn read_loop(
             return "no hello";
         }
     }
-    let (replies, reply_queue) = mpsc::unbounded_channel();
+    let (replies, reply_queue) = mpsc::channel(daemon.args.limits.max_inflight_requests.max(1));
     tokio::spawn(forward_replies(reply_queue, outbox.clone()));
     loop {
         let request = tokio::select! {
             r = read_request(stream) => r,
             _ = daemon.shutdown_started() => return "daemon shutting down",
+            _ = outbox.overflowed() => return "client does not read its replies",
         };
         match request {
             Ok(None) => return "client closed",
@@ -195,7 +242,12 @@ async fn read_loop(
                         Pending::Accepted { job: id, sent }
                     }
                 };
-                if replies.send(pending).is_err() {
+                // Waits while this connection has its most requests in flight.
+                let sent = tokio::select! {
+                    s = replies.send(pending) => s.is_ok(),
+                    _ = outbox.overflowed() => return "client does not read its replies",
+                };
+                if !sent {
                     return "writer gone";
                 }
             }
@@ -216,7 +268,7 @@ enum Pending {
 
 /// Sends replies in the order their requests came, so a slow `LoadModel` or `Pull` delays
 /// later replies but never the effect of later requests (a `Cancel` acts at once).
-async fn forward_replies(mut queue: mpsc::UnboundedReceiver<Pending>, outbox: Outbox) {
+async fn forward_replies(mut queue: mpsc::Receiver<Pending>, outbox: Outbox) {
     while let Some(pending) = queue.recv().await {
         let reply = match pending {
             Pending::Ready(reply) => reply,
@@ -270,7 +322,7 @@ fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
                     "the daemon is shutting down",
                 ));
             }
-            if let Err(message) = check_solve(&request) {
+            if let Err(message) = check_solve(&request, &daemon.args.limits.limits()) {
                 daemon.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
                 return Reply::Now(error(ErrorKind::BadRequest, message));
             }
@@ -340,6 +392,14 @@ fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
             });
         }
         Request::ListModels => Response::Models(daemon.store_models()),
+        Request::AddRemoteModel(spec) => match daemon.registry.add_remote(spec.clone()) {
+            Ok(dropped) => {
+                tracing::info!(model = %spec.name, endpoints = spec.endpoints.len(), "remote model added");
+                drop_off_runtime(dropped);
+                Response::Done
+            }
+            Err(e) => error(ErrorKind::Model, e),
+        },
         Request::Shutdown => {
             tracing::info!(conn, "shutdown requested");
             daemon.begin_shutdown();
@@ -349,15 +409,12 @@ fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
 }
 
 /// Why a solve request cannot run, for people.
-fn check_solve(request: &ets_core::protocol::SolveRequest) -> Result<(), String> {
+fn check_solve(
+    request: &ets_core::protocol::SolveRequest,
+    limits: &ets_core::RequestLimits,
+) -> Result<(), String> {
     if request.problem.trim().is_empty() {
         return Err("the problem is empty".into());
-    }
-    let chars = request.problem.chars().count();
-    if chars > MAX_PROBLEM_CHARS {
-        return Err(format!(
-            "the problem has {chars} characters; at most {MAX_PROBLEM_CHARS} are accepted"
-        ));
     }
     if request.deadline_ms == Some(0) {
         return Err("deadline_ms must be positive".into());
@@ -365,5 +422,8 @@ fn check_solve(request: &ets_core::protocol::SolveRequest) -> Result<(), String>
     request
         .config
         .validate()
-        .map_err(|e| format!("invalid search config: {e}"))
+        .map_err(|e| format!("invalid search config: {e}"))?;
+    limits
+        .check(&request.config, &request.problem)
+        .map_err(|e| format!("request over a limit: {e}"))
 }

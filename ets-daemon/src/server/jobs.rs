@@ -12,10 +12,9 @@ use std::time::Instant;
 
 use ets_core::protocol::{JobEvent, JobId, JobInfo, JobState, Response};
 use ets_core::Method;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
-/// Where a connection's outgoing messages go.
-pub type Outbox = mpsc::UnboundedSender<Response>;
+pub use super::outbox::Outbox;
 
 /// Why a job was stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -432,7 +431,7 @@ mod tests {
     #[test]
     fn queued_jobs_hear_their_positions() {
         let jobs = Jobs::new(1, 10, None);
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = super::super::outbox::outbox(16);
         let (a, b) = (job(&jobs), job(&jobs));
         let _ga = jobs.enqueue(&a, 0, Some(tx.clone())).unwrap();
         let _gb = jobs.enqueue(&b, 0, Some(tx)).unwrap();
@@ -444,7 +443,7 @@ mod tests {
                 event: JobEvent::Queued { position: 0 }
             }
         );
-        assert!(rx.try_recv().is_err());
+        assert!(rx.try_recv().is_none());
         assert_eq!(jobs.infos()[0].state, JobState::Running);
         assert_eq!(jobs.infos()[1].queue_position, Some(0));
     }

@@ -19,7 +19,9 @@ mod args;
 mod backends;
 mod connection;
 mod jobs;
+mod outbox;
 mod registry;
+mod remotes;
 mod report;
 mod runner;
 mod socket;
@@ -37,7 +39,7 @@ pub use args::{keep_alive_duration, parse_bytes, DaemonArgs};
 pub use report::Counters;
 pub use socket::{check_peer, PeerRefused};
 
-use crate::store::Store;
+use ets_engine::store::Store;
 use jobs::{Jobs, StopReason};
 use registry::{drop_off_runtime, Loaded, Registry};
 
@@ -104,13 +106,19 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         Some(dir) => Store::at(dir),
         None => Store::open_default()?,
     };
+    let config = args.config.clone().or_else(remotes::default_config_path);
+    let configured = match &config {
+        Some(path) => remotes::read_config(path).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let remotes = remotes::Remotes::new(configured, &args.remote);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("etsd")
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(args, socket, store));
+    let result = runtime.block_on(serve(args, socket, store, remotes));
     runtime.shutdown_timeout(Duration::from_secs(2));
     // Engines own runtimes of their own: they are dropped here, outside any async context.
     let engines = result?;
@@ -120,11 +128,16 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     Ok(())
 }
 
-async fn serve(args: DaemonArgs, socket: PathBuf, store: Store) -> Result<Vec<Loaded>> {
+async fn serve(
+    args: DaemonArgs,
+    socket: PathBuf,
+    store: Store,
+    remotes: remotes::Remotes,
+) -> Result<Vec<Loaded>> {
     let listener = socket::bind(&socket)?;
     let (shutdown, _) = watch::channel(false);
     let daemon = Arc::new(Daemon {
-        registry: Registry::new(store, args.keep_alive(), args.auto_pull),
+        registry: Registry::new(store, remotes, args.keep_alive(), args.auto_pull),
         jobs: Jobs::new(args.max_concurrent, args.max_queue, args.kv_budget),
         socket: socket.clone(),
         started: Instant::now(),
@@ -150,16 +163,42 @@ async fn serve(args: DaemonArgs, socket: PathBuf, store: Store) -> Result<Vec<Lo
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut next_conn = 0u64;
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        daemon.args.limits.max_connections.max(1),
+    ));
+    let mut accept_warned: Option<Instant> = None;
+    let mut accept_failures = 0u64;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(stream) => {
                     next_conn += 1;
                     daemon.counters.connections.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(connection::serve(daemon.clone(), stream, next_conn));
+                    match slots.clone().try_acquire_owned() {
+                        Ok(slot) => {
+                            let daemon = daemon.clone();
+                            tokio::spawn(async move {
+                                connection::serve(daemon, stream, next_conn).await;
+                                drop(slot);
+                            });
+                        }
+                        Err(_) => {
+                            tokio::spawn(connection::refuse_full(
+                                stream,
+                                daemon.args.limits.max_connections,
+                            ));
+                        }
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of file descriptors, say: warn at most every 10 s, not 20 times a
+                    // second.
+                    accept_failures += 1;
+                    if accept_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, failures = accept_failures, "accept failed");
+                        accept_warned = Some(Instant::now());
+                        accept_failures = 0;
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

@@ -16,42 +16,35 @@ use std::time::{Duration, Instant};
 use ets_core::protocol::{EngineChoice, ModelInfo, ModelRole, ModelState};
 use tokio::sync::OnceCell;
 
-use crate::backend::{BertEmbedder, LlmEngine, LoadOptions, ModelFiles};
-use crate::native::{NativeEngine, WeightMode, NATIVE_ARCHITECTURES};
-use crate::store::{builtin_alias, PullOptions, Store, BUILTIN_ALIASES};
+use ets_core::protocol::RemoteModelSpec;
+use ets_engine::store::{builtin_alias, PullOptions, Store, BUILTIN_ALIASES};
+use ets_engine::{
+    auto_engine, disk_bytes, load_causal_lm, load_embedder, load_remote_model, CausalLm,
+    EngineKind, LoadContext, ModelFiles, TextEmbedder,
+};
 
-/// A loaded model.
+use super::remotes::Remotes;
+
+/// A loaded model, behind ets-engine's boundary (the registry names no engine type).
 #[derive(Clone, Debug)]
 pub enum Loaded {
-    /// A causal LM (policy or PRM) on mistral.rs.
-    Llm(Arc<LlmEngine>),
-    /// A causal LM (policy or PRM) on the native tree-attention engine.
-    Native(Arc<NativeEngine>),
+    /// A causal LM (policy or PRM) on some engine.
+    Lm(Arc<dyn CausalLm>),
     /// A sentence embedder.
-    Embedder(Arc<BertEmbedder>),
-}
-
-/// Which engine runs a causal LM, once `Auto` is decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LlmEngineKind {
-    /// [`NativeEngine`].
-    Native,
-    /// [`LlmEngine`] (mistral.rs).
-    MistralRs,
+    Embedder(Arc<dyn TextEmbedder>),
 }
 
 /// What kind of engine a registry entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
-    Llm(LlmEngineKind),
+    Lm(EngineKind),
     Embedder,
 }
 
 impl Kind {
     fn name(self) -> &'static str {
         match self {
-            Kind::Llm(LlmEngineKind::Native) => "native",
-            Kind::Llm(LlmEngineKind::MistralRs) => "mistralrs",
+            Kind::Lm(engine) => engine.name(),
             Kind::Embedder => "embedder",
         }
     }
@@ -62,8 +55,10 @@ impl Kind {
 struct Resolved {
     /// Store alias, when it is one.
     alias: Option<String>,
-    /// Folder or file it loads from.
+    /// Folder or file it loads from (`remote:NAME` for a remote model).
     path: PathBuf,
+    /// The remote model it names, if it is one.
+    remote: Option<RemoteModelSpec>,
 }
 
 #[derive(Debug)]
@@ -100,10 +95,10 @@ impl ModelLease {
     }
 
     /// The embedder, for an embedder lease.
-    pub fn embedder(&self) -> Option<&Arc<BertEmbedder>> {
+    pub fn embedder(&self) -> Option<&Arc<dyn TextEmbedder>> {
         match &self.loaded {
             Loaded::Embedder(e) => Some(e),
-            Loaded::Llm(_) | Loaded::Native(_) => None,
+            Loaded::Lm(_) => None,
         }
     }
 }
@@ -135,6 +130,7 @@ pub type RegistryError = String;
 #[derive(Debug)]
 pub struct Registry {
     store: Store,
+    remotes: Remotes,
     default_keep_alive: Option<Duration>,
     auto_pull: bool,
     entries: Mutex<HashMap<(Kind, PathBuf), Arc<Entry>>>,
@@ -144,9 +140,15 @@ pub struct Registry {
 
 impl Registry {
     /// An empty registry over `store`.
-    pub fn new(store: Store, default_keep_alive: Option<Duration>, auto_pull: bool) -> Self {
+    pub fn new(
+        store: Store,
+        remotes: Remotes,
+        default_keep_alive: Option<Duration>,
+        auto_pull: bool,
+    ) -> Self {
         Self {
             store,
+            remotes,
             default_keep_alive,
             auto_pull,
             entries: Mutex::new(HashMap::new()),
@@ -159,13 +161,56 @@ impl Registry {
         &self.store
     }
 
+    /// The remote models it knows.
+    pub fn remotes(&self) -> &Remotes {
+        &self.remotes
+    }
+
+    /// Adds or replaces a remote model; refused while a job uses the one it replaces (an idle
+    /// loaded one is unloaded, returned to be dropped off the runtime).
+    pub fn add_remote(&self, spec: RemoteModelSpec) -> Result<Vec<Loaded>, RegistryError> {
+        super::remotes::check(&spec)?;
+        let path = remote_path(&spec.name);
+        let mut entries = lock(&self.entries);
+        let in_use = entries
+            .iter()
+            .filter(|((_, p), _)| *p == path)
+            .any(|(_, e)| lock(&e.usage).in_use > 0);
+        if in_use {
+            return Err(format!(
+                "remote model `{}` is in use by a job; add it again when the job ends",
+                spec.name
+            ));
+        }
+        let mut dropped = Vec::new();
+        entries.retain(|(_, p), e| {
+            if *p == path {
+                dropped.extend(e.cell.get().map(|(l, _)| l.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        drop(entries);
+        self.remotes.insert(spec);
+        Ok(dropped)
+    }
+
     fn resolve(&self, name: &str) -> Result<Resolved, RegistryError> {
+        if let Some(spec) = self.remotes.get(name) {
+            return Ok(Resolved {
+                alias: None,
+                path: remote_path(name),
+                remote: Some(spec),
+            });
+        }
         let is_alias = BUILTIN_ALIASES.iter().any(|a| a.name == name)
             || (!name.contains('/') && self.store.dir(name).join("manifest.toml").is_file());
         if is_alias {
             return Ok(Resolved {
                 alias: Some(name.to_owned()),
                 path: self.store.dir(name),
+                remote: None,
             });
         }
         let path = Path::new(name);
@@ -173,10 +218,15 @@ impl Registry {
             let path = path
                 .canonicalize()
                 .map_err(|e| format!("model path {name}: {e}"))?;
-            return Ok(Resolved { alias: None, path });
+            return Ok(Resolved {
+                alias: None,
+                path,
+                remote: None,
+            });
         }
         Err(format!(
-            "model `{name}` is neither a store alias (built-in: {}) nor an existing path",
+            "model `{name}` is neither a store alias (built-in: {}), a remote model, nor an \
+             existing path",
             BUILTIN_ALIASES
                 .iter()
                 .map(|a| a.name)
@@ -195,9 +245,15 @@ impl Registry {
     ) -> Result<ModelLease, RegistryError> {
         let resolved = self.resolve(name)?;
         let kind = match role {
+            ModelRole::Embedder if resolved.remote.is_some() => {
+                return Err(format!(
+                    "`{name}` is a remote model; remote embedders (/v1/embeddings) are not \
+                     supported yet, so embeddings stay local (name a local embedding model)"
+                ))
+            }
             ModelRole::Embedder => Kind::Embedder,
             ModelRole::Policy | ModelRole::Prm => {
-                Kind::Llm(self.pick_engine(&resolved, engine).await?)
+                Kind::Lm(self.pick_engine(&resolved, engine).await?)
             }
         };
         let entry = {
@@ -282,38 +338,48 @@ impl Registry {
     fn llm_files(store: &Store, resolved: &Resolved) -> Result<ModelFiles, String> {
         match &resolved.alias {
             Some(alias) => store.model_files(alias).map_err(|e| e.to_string()),
-            None => files_at(&resolved.path),
+            None => ModelFiles::at(&resolved.path).map_err(|e| e.to_string()),
         }
     }
 
-    /// The engine a causal LM runs on: as asked, or for `Auto` native when the files are one
-    /// GGUF of a llama-family architecture and the build has no GPU, else mistral.rs.
+    /// The engine a causal LM runs on: as asked, or for `Auto` what [`auto_engine`] picks
+    /// (native for one GGUF of a llama-family architecture in a build without a GPU).
     async fn pick_engine(
         &self,
         resolved: &Resolved,
         choice: EngineChoice,
-    ) -> Result<LlmEngineKind, RegistryError> {
-        match choice {
-            EngineChoice::Native => return Ok(LlmEngineKind::Native),
-            EngineChoice::MistralRs => return Ok(LlmEngineKind::MistralRs),
-            EngineChoice::Auto if cfg!(feature = "cuda") => return Ok(LlmEngineKind::MistralRs),
-            EngineChoice::Auto => {}
+    ) -> Result<EngineKind, RegistryError> {
+        // A remote model's name always means the remote engine.
+        if resolved.remote.is_some() {
+            return Ok(EngineKind::Remote);
         }
-        self.ensure_present(resolved).await?;
-        let files = Self::llm_files(&self.store, resolved)?;
-        let ModelFiles::Gguf { dir, file } = files else {
-            return Ok(LlmEngineKind::MistralRs);
+        let asked = match choice {
+            EngineChoice::Remote => {
+                return Err(format!(
+                    "{} is not a remote model; add it first (`ets models add NAME --remote \
+                     URL`, `etsd --remote NAME=URL` or etsd.toml)",
+                    resolved.path.display()
+                ))
+            }
+            EngineChoice::Native => EngineKind::Native,
+            EngineChoice::MistralRs => EngineKind::MistralRs,
+            EngineChoice::Auto => {
+                self.ensure_present(resolved).await?;
+                let files = Self::llm_files(&self.store, resolved)?;
+                return run_on_thread("ets-inspect", move || {
+                    auto_engine(&files).map_err(|e| e.to_string())
+                })
+                .await;
+            }
         };
-        let path = dir.join(file);
-        run_on_thread("ets-inspect", move || {
-            let arch = crate::native::gguf_architecture(&path).map_err(|e| e.to_string())?;
-            Ok(if NATIVE_ARCHITECTURES.contains(&arch.as_str()) {
-                LlmEngineKind::Native
-            } else {
-                LlmEngineKind::MistralRs
-            })
-        })
-        .await
+        if asked.is_built() {
+            Ok(asked)
+        } else {
+            Err(ets_engine::Error::EngineNotBuilt {
+                engine: asked.name(),
+            }
+            .to_string())
+        }
     }
 
     async fn load(&self, resolved: &Resolved, kind: Kind) -> Result<(Loaded, u64), RegistryError> {
@@ -323,37 +389,33 @@ impl Registry {
         let resolved = resolved.clone();
         let started = Instant::now();
         let result = run_on_thread("ets-load", move || -> Result<(Loaded, u64), String> {
-            let bytes = disk_bytes(&resolved.path);
+            let bytes = if resolved.remote.is_some() {
+                0
+            } else {
+                disk_bytes(&resolved.path)
+            };
             let loaded = match kind {
-                Kind::Llm(LlmEngineKind::MistralRs) => {
-                    let files = Self::llm_files(&store, &resolved)?;
-                    let engine = LlmEngine::load(&files, &LoadOptions::new(store.hf_home()))
-                        .map_err(|e| e.to_string())?;
-                    Loaded::Llm(Arc::new(engine))
+                Kind::Lm(EngineKind::Remote) => {
+                    let spec = resolved
+                        .remote
+                        .as_ref()
+                        .ok_or("the remote engine runs remote models only")?;
+                    Loaded::Lm(load_remote_model(spec).map_err(|e| e.to_string())?)
                 }
-                Kind::Llm(LlmEngineKind::Native) => {
-                    let path = match Self::llm_files(&store, &resolved)? {
-                        ModelFiles::Gguf { dir, file } => dir.join(file),
-                        ModelFiles::Safetensors { dir } => {
-                            return Err(format!(
-                                "the native engine runs GGUF files only, and {} is a \
-                                 safetensors folder; use the mistralrs engine for it",
-                                dir.display()
-                            ))
-                        }
-                    };
-                    let engine = NativeEngine::load(&path, WeightMode::Quantized)
-                        .map_err(|e| format!("native engine: {e}"))?;
-                    Loaded::Native(Arc::new(engine))
+                Kind::Lm(engine) => {
+                    let files = Self::llm_files(&store, &resolved)?;
+                    let hf_home = store.hf_home();
+                    let context = LoadContext { hf_home: &hf_home };
+                    let lm = load_causal_lm(engine, &files, &context)
+                        .map_err(|e| format!("{engine} engine: {e}"))?;
+                    Loaded::Lm(lm)
                 }
                 Kind::Embedder => {
                     let dir = match &resolved.alias {
                         Some(alias) => store.model_dir(alias).map_err(|e| e.to_string())?,
                         None => resolved.path.clone(),
                     };
-                    Loaded::Embedder(Arc::new(
-                        BertEmbedder::load(&dir).map_err(|e| e.to_string())?,
-                    ))
+                    Loaded::Embedder(load_embedder(&dir).map_err(|e| e.to_string())?)
                 }
             };
             Ok((loaded, bytes))
@@ -483,6 +545,10 @@ impl Registry {
                         now.saturating_duration_since(usage.last_used).as_secs()
                     },
                     keep_alive_secs: usage.keep_alive.map_or(-1, |k| k.as_secs() as i64),
+                    endpoints: match e.cell.get() {
+                        Some((Loaded::Lm(lm), _)) => lm.endpoints(),
+                        _ => Vec::new(),
+                    },
                 }
             })
             .collect();
@@ -496,6 +562,14 @@ impl Registry {
         lock(&self.entries).values().any(|e| e.resolved.path == dir)
     }
 
+    /// Whether the remote model `name` is loaded (or loading).
+    pub fn has_remote(&self, name: &str) -> bool {
+        let path = remote_path(name);
+        lock(&self.entries)
+            .values()
+            .any(|e| e.resolved.path == path)
+    }
+
     /// Removes every entry (shutdown); returns the engines to drop.
     pub fn clear(&self) -> Vec<Loaded> {
         lock(&self.entries)
@@ -505,54 +579,9 @@ impl Registry {
     }
 }
 
-/// The files of a causal LM given by path: a `.gguf` file, a folder with one `.gguf`, or a
-/// safetensors folder.
-fn files_at(path: &Path) -> Result<ModelFiles, String> {
-    if path.is_file() {
-        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let file = path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        return Ok(ModelFiles::Gguf { dir, file });
-    }
-    let ggufs: Vec<String> = std::fs::read_dir(path)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".gguf"))
-        .collect();
-    match ggufs.as_slice() {
-        [one] => Ok(ModelFiles::Gguf {
-            dir: path.to_path_buf(),
-            file: one.clone(),
-        }),
-        [] => Ok(ModelFiles::Safetensors {
-            dir: path.to_path_buf(),
-        }),
-        many => Err(format!(
-            "{} holds {} GGUF files ({}); name the one to load",
-            path.display(),
-            many.len(),
-            many.join(", ")
-        )),
-    }
-}
-
-/// Bytes of a file, or of the files directly inside a folder.
-fn disk_bytes(path: &Path) -> u64 {
-    if path.is_file() {
-        return std::fs::metadata(path).map_or(0, |m| m.len());
-    }
-    std::fs::read_dir(path)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
+/// The registry key of a remote model.
+fn remote_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("remote:{name}"))
 }
 
 /// Runs blocking work on a fresh plain thread and awaits its result.

@@ -8,7 +8,7 @@ use ets_core::protocol::{JobState, ModelState, StatusReport, StoreModel};
 use ets_core::search::SearchOutcome;
 
 use super::Daemon;
-use crate::store::BUILTIN_ALIASES;
+use ets_engine::store::BUILTIN_ALIASES;
 
 /// Totals since the daemon started.
 #[derive(Debug, Default)]
@@ -79,6 +79,29 @@ impl Daemon {
 
     /// The models the store knows: built-in aliases and every pulled folder.
     pub fn store_models(&self) -> Vec<StoreModel> {
+        let mut models = self.local_models();
+        for spec in self.registry.remotes().all() {
+            models.push(StoreModel {
+                loaded: self.registry.has_remote(&spec.name),
+                pulled: true,
+                bytes: 0,
+                path: spec.endpoints.join(","),
+                description: format!(
+                    "remote{}{}",
+                    spec.served_name
+                        .as_deref()
+                        .map_or(String::new(), |n| format!(" `{n}`")),
+                    spec.dialect
+                        .as_deref()
+                        .map_or(String::new(), |d| format!(" ({d})"))
+                ),
+                alias: spec.name,
+            });
+        }
+        models
+    }
+
+    fn local_models(&self) -> Vec<StoreModel> {
         let store = self.registry.store();
         let mut aliases: Vec<(String, String)> = BUILTIN_ALIASES
             .iter()
@@ -194,6 +217,50 @@ impl Daemon {
                 &one(budget as f64),
             );
         }
+        let endpoint_samples = |value: &dyn Fn(&ets_core::protocol::EndpointInfo) -> f64| {
+            status
+                .models
+                .iter()
+                .flat_map(|m| {
+                    m.endpoints.iter().map(move |e| {
+                        (
+                            format!("{{model=\"{}\",endpoint=\"{}\"}}", m.model, e.url),
+                            value(e),
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        metric(
+            "ets_remote_endpoint_up",
+            "gauge",
+            "Whether a remote model's endpoint receives requests (1) or is down (0).",
+            &endpoint_samples(&|e| if e.up { 1.0 } else { 0.0 }),
+        );
+        metric(
+            "ets_remote_requests_total",
+            "counter",
+            "Requests sent to a remote endpoint.",
+            &endpoint_samples(&|e| e.requests as f64),
+        );
+        metric(
+            "ets_remote_errors_total",
+            "counter",
+            "Requests to a remote endpoint that failed.",
+            &endpoint_samples(&|e| e.errors as f64),
+        );
+        metric(
+            "ets_remote_prompt_tokens_computed_total",
+            "counter",
+            "Prompt tokens a remote endpoint reported computing.",
+            &endpoint_samples(&|e| e.prompt_tokens_computed as f64),
+        );
+        metric(
+            "ets_remote_prompt_tokens_reused_total",
+            "counter",
+            "Prompt tokens a remote endpoint reported reusing from its prefix cache.",
+            &endpoint_samples(&|e| e.prompt_tokens_reused as f64),
+        );
         metric(
             "ets_kv_nodes_leaked_total",
             "counter",

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use ets_core::protocol::{EngineChoice, ErrorKind, JobEvent, ModelRole, Response, SolveRequest};
 use ets_core::search::{run_search, Backends, SearchEvent, SearchOutcome};
-use ets_core::{BackendError, Continuation, ExpandRequest, Method, Policy, Reward, ScoreRequest};
+use ets_core::{
+    BackendError, Continuation, ExpandRequest, Method, Policy, Reward, ScoreRequest, StopCheck,
+};
 use ets_kvtree::KvTree;
 use ets_solver::cluster::AverageLinkage;
 use ets_solver::retention::BranchAndBound;
@@ -17,7 +19,7 @@ use super::backends::{self, JobEmbedder, POLICY_EMBEDDER};
 use super::jobs::{Job, Outbox, Refusal, StopReason};
 use super::registry::{run_on_thread, ModelLease};
 use super::Daemon;
-use crate::backend::PrmProfile;
+use ets_engine::PrmProfile;
 
 /// How a job ended, before it becomes a message.
 enum Ending {
@@ -83,9 +85,12 @@ pub async fn run_job(
     };
     match &message {
         Response::Failed { kind, message, .. } => {
-            tracing::warn!(job = job.id, ?kind, %message, "job failed")
+            tracing::warn!(job = job.id, kind = kind.name(), %message, "job failed")
         }
-        other => tracing::info!(job = job.id, end = ?std::mem::discriminant(other), "job ended"),
+        Response::Result { outcome, .. } => {
+            tracing::info!(job = job.id, end = outcome.end.name(), "job ended")
+        }
+        other => tracing::info!(job = job.id, end = other.name(), "job ended"),
     }
     let _ = outbox.send(message);
     daemon.wake_idle_watch();
@@ -191,7 +196,17 @@ async fn load_models(daemon: &Daemon, request: &SolveRequest) -> Result<JobModel
     let choice = &request.models;
     let policy_name = choice.policy.as_deref().unwrap_or(&args.policy);
     let prm_name = choice.prm.as_deref().unwrap_or(&args.prm);
-    let profile_name = choice.prm_profile.as_deref().unwrap_or(&args.prm_profile);
+    // The job's profile, else the remote PRM's own, else the daemon's.
+    let remote_profile = daemon
+        .registry
+        .remotes()
+        .get(prm_name)
+        .and_then(|spec| spec.prm_profile);
+    let profile_name = choice
+        .prm_profile
+        .as_deref()
+        .or(remote_profile.as_deref())
+        .unwrap_or(&args.prm_profile);
     let profile = PrmProfile::named_or_file(profile_name).map_err(|e| e.to_string())?;
     let engine = |name: &str| choice.engine.unwrap_or_else(|| args.engine_for_model(name));
     let policy = daemon
@@ -208,7 +223,7 @@ async fn load_models(daemon: &Daemon, request: &SolveRequest) -> Result<JobModel
     let embedder = if !needs_embedder {
         JobEmbedder::None
     } else if name == POLICY_EMBEDDER {
-        backends::policy_embedder_engine(&policy)?;
+        backends::check_policy_embeds_steps(&policy)?;
         JobEmbedder::Policy
     } else {
         JobEmbedder::Model(
@@ -255,7 +270,7 @@ async fn kv_estimate(
         let tokens = prompt.saturating_add(width.saturating_mul(max_tokens));
         let policy = tokens.saturating_mul(backends::kv_bytes_per_token(&models.policy));
         // The PRM's render adds its own header; the prompt's length stands in for it.
-        let prm = if backends::is_native(&models.prm) {
+        let prm = if backends::keeps_job_kv(&models.prm) {
             tokens.saturating_mul(backends::kv_bytes_per_token(&models.prm))
         } else {
             0
@@ -267,30 +282,33 @@ async fn kv_estimate(
 
 /// The search itself, on a plain thread.
 fn search(
-    job: &Job,
+    job: &Arc<Job>,
     request: &SolveRequest,
     models: JobModels,
     reservation: KvReservation,
     stream: Option<Outbox>,
     counters: &super::Counters,
 ) -> Result<SearchOutcome, String> {
-    let (policy, mut embedder) = backends::policy_and_embedder(
+    let (mut policy, mut embedder) = backends::policy_and_embedder(
         &models.policy,
         &models.embedder,
         reservation.policy.max(MIN_CACHE_BYTES),
     )?;
+    policy.set_stop(Arc::new(JobStop(job.clone())));
+    let mut reward = backends::reward(
+        &models.prm,
+        &models.profile,
+        reservation.prm.max(MIN_CACHE_BYTES),
+    )?;
+    reward.set_stop(Arc::new(JobStop(job.clone())));
     let mut policy = Interruptible {
         inner: policy,
-        one_at_a_time: !backends::is_native(&models.policy),
+        one_at_a_time: !backends::keeps_job_kv(&models.policy),
         job,
     };
     let mut reward = Interruptible {
-        inner: backends::reward(
-            &models.prm,
-            &models.profile,
-            reservation.prm.max(MIN_CACHE_BYTES),
-        )?,
-        one_at_a_time: !backends::is_native(&models.prm),
+        inner: reward,
+        one_at_a_time: !backends::keeps_job_kv(&models.prm),
         job,
     };
     let solver = BranchAndBound {
@@ -352,7 +370,28 @@ fn search(
         counters.kv_nodes_leaked.fetch_add(left, Ordering::Relaxed);
     }
     drop(models);
-    result.map_err(|e| e.to_string())
+    let mut outcome = result.map_err(|e| e.to_string())?;
+    // What remote servers reported about this search's prompts.
+    for reported in [
+        policy.inner.server_prompt_tokens(),
+        reward.inner.server_prompt_tokens(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        outcome.stats.server_prompt_tokens_computed += reported.computed;
+        outcome.stats.server_prompt_tokens_reused += reported.reused;
+    }
+    Ok(outcome)
+}
+
+/// The job's stop flag as ets-core's [`StopCheck`], asked by backends between forward passes.
+struct JobStop(Arc<Job>);
+
+impl StopCheck for JobStop {
+    fn should_stop(&self) -> bool {
+        self.0.stop.check().is_some()
+    }
 }
 
 /// A backend that checks the job's stop flag before every request it passes on. A backend

@@ -4,7 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -35,7 +35,16 @@ fn prepare_dir(dir: &Path) -> Result<()> {
     if !ours {
         return Ok(());
     }
-    let meta = fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    // Not followed: a symlink planted by another user to a directory this user owns would
+    // otherwise pass the owner check and have that directory chmod-ed.
+    let meta = fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!(
+            "socket directory {} is not a directory (a symlink or a file); choose another \
+             --socket",
+            dir.display()
+        );
+    }
     let uid = ets_core::protocol::current_uid();
     if meta.uid() != uid {
         bail!(
@@ -67,8 +76,25 @@ pub fn lock(socket: &Path) -> Result<SocketLock> {
         .write(true)
         .create(true)
         .truncate(false)
+        // A symlinked lock file (planted in a shared directory) is refused, never followed.
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
         .open(&path)
-        .with_context(|| format!("opening lock file {}", path.display()))?;
+        .with_context(|| {
+            format!(
+                "opening lock file {} (it must not be a symlink)",
+                path.display()
+            )
+        })?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading lock file {}", path.display()))?;
+    if !meta.is_file() || meta.uid() != ets_core::protocol::current_uid() {
+        bail!(
+            "lock file {} is not a regular file of this user; remove it or choose another --socket",
+            path.display()
+        );
+    }
     // SAFETY: flock on a descriptor we own; no memory is passed.
     let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
     if !locked {
@@ -93,7 +119,13 @@ pub fn lock(socket: &Path) -> Result<SocketLock> {
 /// is stale and replaced; one somebody answers on means a daemon that took no lock (another
 /// version, say) and is an error.
 pub fn bind(socket: &Path) -> Result<Listener> {
-    if fs::symlink_metadata(socket).is_ok() {
+    if let Ok(meta) = fs::symlink_metadata(socket) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "{} exists and is not a socket; refusing to replace it (choose another --socket)",
+                socket.display()
+            );
+        }
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
             bail!(
                 "a daemon is already answering on {}; stop it with `ets shutdown` or use another \
@@ -175,6 +207,57 @@ mod tests {
         assert_eq!(mode, 0o700);
         drop(first);
         lock(&socket).expect("free again once the holder is gone");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ets-sock-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_symlinked_lock_file_is_refused_and_its_target_kept() {
+        let dir = scratch("symlock");
+        let target = dir.join("precious.txt");
+        fs::write(&target, "keep me").unwrap();
+        let socket = dir.join("etsd.sock");
+        std::os::unix::fs::symlink(&target, dir.join("etsd.sock.lock")).unwrap();
+        let e = lock(&socket).unwrap_err();
+        assert!(format!("{e:#}").contains("symlink"), "{e:#}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep me");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_regular_file_at_the_socket_path_is_not_deleted() {
+        let dir = scratch("regular");
+        let socket = dir.join("etsd.sock");
+        fs::write(&socket, "not a socket").unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = runtime
+            .block_on(async { bind(&socket).map(|_| ()) })
+            .unwrap_err();
+        assert!(e.to_string().contains("not a socket"), "{e:#}");
+        assert_eq!(fs::read_to_string(&socket).unwrap(), "not a socket");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_symlinked_socket_directory_is_refused_and_its_target_not_chmodded() {
+        let dir = scratch("symdir");
+        let real = dir.join("real");
+        fs::create_dir(&real).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o755)).unwrap();
+        let link = dir.join("ets");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = lock(&link.join("etsd.sock")).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e:#}");
+        assert_eq!(fs::metadata(&real).unwrap().mode() & 0o777, 0o755);
         let _ = fs::remove_dir_all(&dir);
     }
 }

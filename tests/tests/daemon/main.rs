@@ -6,7 +6,10 @@
 
 mod cli;
 mod eval;
+mod hostile;
 mod lifecycle;
+mod llama_server;
+mod remote;
 mod requests;
 mod robustness;
 mod support;

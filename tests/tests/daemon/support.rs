@@ -63,7 +63,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 pub fn models_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        use ets_daemon::store::{Store, MINILM_L6, SMOLLM2_135M};
+        use ets_engine::store::{Store, MINILM_L6, SMOLLM2_135M};
         let store = Store::open_default().expect("a model store");
         store
             .ensure_pulled(&[SMOLLM2_135M, MINILM_L6])
@@ -108,6 +108,8 @@ impl Daemon {
             .args(extra)
             .env("RUST_LOG", "info")
             .env("XDG_STATE_HOME", dir.join("state"))
+            // No etsd.toml of the user's leaks into a test.
+            .env("XDG_CONFIG_HOME", dir.join("config"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("etsd.stderr")).unwrap())

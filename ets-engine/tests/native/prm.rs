@@ -1,0 +1,162 @@
+//! The native PRM: same inputs as the mistral.rs PRM, incremental scores equal to scores from
+//! scratch, and each new step costs its own tokens plus the profile's suffix.
+
+use ets_core::{Reward, ScoreRequest};
+use ets_engine::mistralrs::MistralReward;
+use ets_engine::native::NativeReward;
+use ets_engine::PrmProfile;
+
+use crate::support::{exclusive, mistral, native, native_f32, PROBLEM};
+
+const STEPS: [&str; 5] = [
+    "There are 3 boxes with 4 apples each.\n\n",
+    "So there are 3 * 4 = 12 apples in total.\n\n",
+    "Tom eats 2 apples.\n\n",
+    "That leaves 12 - 2 = 10 apples.\n\n",
+    "The answer is: 10\n\n",
+];
+
+fn judge() -> PrmProfile {
+    PrmProfile::builtin("judge").unwrap()
+}
+
+#[test]
+fn inputs_match_the_mistral_rs_prm_and_f32_scores_agree_within_1e_2() {
+    let _g = exclusive();
+    let ours = NativeReward::new(native_f32(), &judge(), 1 << 30).unwrap();
+    let mut theirs = MistralReward::new(mistral(), &judge()).unwrap();
+    for depth in [1, 3] {
+        let steps = &STEPS[..depth];
+        assert_eq!(
+            ours.score_input(PROBLEM, steps).unwrap(),
+            theirs.score_input(PROBLEM, steps).unwrap(),
+            "depth {depth}"
+        );
+        let a = ours.score_from_scratch(PROBLEM, steps).unwrap().unwrap();
+        let b = theirs
+            .score(&[ScoreRequest {
+                problem: PROBLEM,
+                steps,
+            }])
+            .unwrap()[0]
+            .unwrap();
+        eprintln!("depth {depth}: native {a:.5}, mistral.rs {b:.5}");
+        assert!((a - b).abs() < 1e-2, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn incremental_scores_equal_scores_from_scratch_and_cost_one_step_each() {
+    let _g = exclusive();
+    let engine = native();
+    let mut prm = NativeReward::new(engine.clone(), &judge(), 1 << 30).unwrap();
+    let mut worst = 0f64;
+    for depth in 1..=STEPS.len() {
+        let steps = &STEPS[..depth];
+        let layout = prm.layout(PROBLEM, steps).unwrap();
+        let before = engine.tokens_processed();
+        let got = prm
+            .score(&[ScoreRequest {
+                problem: PROBLEM,
+                steps,
+            }])
+            .unwrap()[0]
+            .unwrap();
+        let ran = engine.tokens_processed() - before;
+        let want = prm.score_from_scratch(PROBLEM, steps).unwrap().unwrap();
+        worst = worst.max((got - want).abs());
+        // Depth 1 prefills the header; later depths only the previous step's kept span
+        // (cached from here on) and the suffix.
+        let kept_before = if depth == 1 {
+            0
+        } else {
+            layout.cuts[layout.cuts.len() - 2]
+        };
+        assert_eq!(
+            ran as usize,
+            layout.ids.len() - kept_before,
+            "depth {depth}"
+        );
+        eprintln!(
+            "depth {depth}: {} tokens in the trajectory, {ran} run; score {got:.6} (scratch {want:.6})",
+            layout.ids.len()
+        );
+    }
+    assert!(worst < 1e-3, "incremental vs scratch: {worst}");
+    // Siblings share their parent's spans: two new steps at depth 3 prefill the depth-2 step
+    // once.
+    let mut fresh = NativeReward::new(engine.clone(), &judge(), 1 << 30).unwrap();
+    let a = [STEPS[0], STEPS[1], STEPS[2]];
+    let b = [STEPS[0], STEPS[1], "Tom eats 3 apples.\n\n"];
+    let before = engine.tokens_processed();
+    let scores = fresh
+        .score(&[
+            ScoreRequest {
+                problem: PROBLEM,
+                steps: &a,
+            },
+            ScoreRequest {
+                problem: PROBLEM,
+                steps: &b,
+            },
+        ])
+        .unwrap();
+    let ran = (engine.tokens_processed() - before) as usize;
+    let (la, lb) = (
+        fresh.layout(PROBLEM, &a).unwrap(),
+        fresh.layout(PROBLEM, &b).unwrap(),
+    );
+    let kept = *la.cuts.last().unwrap();
+    assert_eq!(la.cuts, lb.cuts);
+    assert_eq!(ran, kept + (la.ids.len() - kept) + (lb.ids.len() - kept));
+    assert!(scores.iter().all(|s| s.is_some()));
+    let tree = fresh.tree();
+    let payload: u64 = tree
+        .nodes()
+        .filter(|&id| id != tree.root())
+        .map(|id| tree.payload(id).unwrap().bytes())
+        .sum();
+    assert_eq!(fresh.kv_stats().resident_bytes, payload);
+    assert_eq!(fresh.kv_stats().resident_tokens as usize, kept);
+}
+
+#[test]
+fn retain_keeps_only_what_the_next_scores_extend() {
+    let _g = exclusive();
+    let engine = native();
+    let mut prm = NativeReward::new(engine.clone(), &judge(), 1 << 30).unwrap();
+    let kept = [STEPS[0], STEPS[1], STEPS[2]];
+    let pruned = [
+        STEPS[0],
+        "So there are 3 + 4 = 7 apples in total.\n\n",
+        STEPS[2],
+    ];
+    let request = |steps| ScoreRequest {
+        problem: PROBLEM,
+        steps,
+    };
+    prm.score(&[request(&kept), request(&pruned)]).unwrap();
+    let before = prm.kv_stats();
+    prm.retain(&[request(&kept)]).unwrap();
+    let after = prm.kv_stats();
+    assert!(
+        after.resident_tokens < before.resident_tokens,
+        "{before:?} → {after:?}"
+    );
+    assert_eq!(
+        after.resident_tokens, after.live_tokens,
+        "only held chains stay"
+    );
+    assert_eq!(
+        after.live_tokens as usize,
+        *prm.layout(PROBLEM, &kept).unwrap().cuts.last().unwrap(),
+        "the kept trajectory's spans stay"
+    );
+    // Its child still costs only the newest kept span and the suffix.
+    let child = [STEPS[0], STEPS[1], STEPS[2], STEPS[3]];
+    let layout = prm.layout(PROBLEM, &child).unwrap();
+    let start = engine.tokens_processed();
+    prm.score(&[request(&child)]).unwrap();
+    let ran = (engine.tokens_processed() - start) as usize;
+    assert_eq!(ran, layout.ids.len() - layout.cuts[layout.cuts.len() - 2]);
+}
