@@ -128,7 +128,7 @@ fn issue5_eval_of_all_methods_writes_consistent_resumable_reproducible_reports()
     let s = summary(&first);
     assert_eq!(
         s,
-        summarize("gsm8k", ets_core::answer::Grader::Lenient, recs.clone()),
+        summarize("gsm8k", ets_core::answer::Grader::default(), recs.clone()),
         "summary.json is the records' summary"
     );
     assert_eq!(s.cells.len(), 5);
