@@ -24,8 +24,7 @@
 //! show them as they come, and cancel when the user asks:
 //!
 //! ```no_run
-//! use ets_client::{AutoStart, Client, ClientError, ConnectOptions, JobEvent, SolveRequest};
-//! use ets_core::Method;
+//! use ets_client::{AutoStart, Client, ClientError, ConnectOptions, JobEvent, Method, SolveRequest};
 //!
 //! # async fn editor(user_cancelled: tokio::sync::oneshot::Receiver<()>) -> Result<(), ClientError> {
 //! let client = Client::connect(
@@ -80,7 +79,17 @@ pub use connect::{locate_etsd, AutoStart, ConnectOptions, ETSD_ENV};
 pub use error::ClientError;
 pub use job::{Job, JobResult};
 
+// Everything a program embedding the SDK names, so that `ets-client` is its only dependency.
+/// The protocol and search types themselves, for what the re-exports above leave out.
+pub use ets_core;
 pub use ets_core::protocol::{
     EndpointInfo, EngineChoice, ErrorKind, JobEvent, JobId, JobInfo, JobState, ModelChoice,
-    ModelRole, RemoteModelSpec, SolveRequest, StatusReport, StoreModel,
+    ModelInfo, ModelRole, ModelState, RemoteModelSpec, SolveRequest, StatusReport, StoreModel,
 };
+pub use ets_core::search::{EndReason, SearchEvent, SearchOutcome, SearchStats, Trajectory};
+pub use ets_core::{Method, SamplingConfig, SearchConfig};
+
+/// The README's example, compiled and checked as a doctest (with and without `cli`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;

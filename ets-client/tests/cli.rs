@@ -45,6 +45,16 @@ async fn an_unreachable_daemon_exits_3_and_says_how_to_start_it() {
         "{err}"
     );
 
+    // With --json the error is a document on stdout too.
+    let out = run(ets(&socket).args(["--json", "status"])).await;
+    assert_eq!(out.status.code(), Some(3));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("a JSON error on stdout");
+    assert_eq!(
+        (&doc["schema"], &doc["type"], &doc["error"]["kind"]),
+        (&1.into(), &"error".into(), &"unreachable".into()),
+        "{doc}"
+    );
+
     let out = run(ets(&socket).args(["--no-autostart", "solve", "x"])).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
 
@@ -84,7 +94,7 @@ async fn solve_prints_json_and_a_failed_job_exits_4() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.first().unwrap()["type"], "event");
-    assert_eq!(lines.last().unwrap()["error"]["kind"], "Search");
+    assert_eq!(lines.last().unwrap()["error"]["kind"], "search");
 
     let out = run(ets(&socket).args(["solve", "6 * 7"])).await;
     assert_eq!(out.status.code(), Some(0));
@@ -164,8 +174,9 @@ async fn batch_writes_a_line_per_input_and_resumes() {
     let by_id = |id: Value| written.iter().find(|l| l["id"] == id).unwrap().clone();
     assert_eq!(by_id("a".into())["answer"], "42");
     assert_eq!(by_id(2.into())["problem"], "Tom has 3 apples");
-    assert_eq!(by_id(3.into())["error"]["kind"], "BadInput");
-    assert_eq!(by_id("c".into())["error"]["kind"], "Search");
+    assert_eq!(by_id(3.into())["error"]["kind"], "bad-input");
+    assert_eq!(by_id("c".into())["error"]["kind"], "search");
+    assert!(written.iter().all(|l| l["schema"] == 1), "{written:?}");
     let mut first_run = Vec::new();
     while let Ok(problem) = solves.try_recv() {
         first_run.push(problem);

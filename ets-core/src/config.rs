@@ -132,6 +132,14 @@ pub struct SearchConfig {
     pub retention_time_limit: Option<Duration>,
     /// How finished trajectories vote for the answer.
     pub vote: VoteRule,
+    /// Stop once the vote is decided: no outcome of the width still unspent could change its
+    /// winner (each further trajectory adds at most 1, the top PRM score, to one answer, a new
+    /// one included), so the answer is the one the full search would return. Width-based
+    /// methods (ETS, REBASE, beam) with a majority or weighted-majority vote; off by default
+    /// (the paper runs every search to its end). Ends with [`EndReason::Decided`].
+    ///
+    /// [`EndReason::Decided`]: crate::search::EndReason::Decided
+    pub stop_when_decided: bool,
 }
 
 impl Default for SearchConfig {
@@ -152,6 +160,7 @@ impl Default for SearchConfig {
             answer_markers: vec!["The answer is".to_owned(), "\\boxed".to_owned()],
             retention_time_limit: None,
             vote: VoteRule::WeightedMajority(StepAggregate::Last),
+            stop_when_decided: false,
         }
     }
 }

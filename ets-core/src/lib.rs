@@ -27,6 +27,7 @@ pub mod protocol;
 pub mod retention;
 pub mod search;
 pub mod select;
+pub mod serde_secs;
 
 pub use backend::{
     Clusterer, Continuation, Embedder, ExpandRequest, FinishReason, Policy, RetentionSolver,

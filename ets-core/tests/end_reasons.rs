@@ -329,7 +329,13 @@ fn end_reasons_print_kebab_case_names() {
     let names: Vec<String> = EndReason::ALL.iter().map(|r| r.to_string()).collect();
     assert_eq!(
         names,
-        ["stopped", "depth-cap", "width-spent", "frontier-empty"]
+        [
+            "stopped",
+            "depth-cap",
+            "width-spent",
+            "decided",
+            "frontier-empty"
+        ]
     );
     for r in EndReason::ALL {
         // The wire name (serde) and the log name agree.

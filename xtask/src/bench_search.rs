@@ -1,5 +1,6 @@
-//! `cargo xtask bench-search`: the same ETS and REBASE searches on the native engine and on
-//! mistral.rs, end to end, with the small model (`smollm2-135m`, Q8_0) as policy and as the
+//! `cargo xtask bench-search`: the same ETS and REBASE searches on the native engine, on
+//! mistral.rs and on the remote engine against a local `llama-server` (same GGUF, as many
+//! threads as the machine has cores, like the in-process engines), end to end, with the small model (`smollm2-135m`, Q8_0) as policy and as the
 //! judge PRM, MiniLM-L6 as ETS's embedder, on the first GSM8K test problems.
 //!
 //! Each engine runs in its own child process (this executable again, with the hidden
@@ -21,8 +22,12 @@
 //! - engine caches: native only, the peak of `policy.kv_stats()` + `reward.kv_stats()`
 //!   resident bytes, read after every call (`expand`, `score`, and the `retain` calls, which
 //!   the wrappers pass on and where the native backends free pruned nodes);
+//! - server prompt tokens (remote only): prompt tokens the server computed / reused from its
+//!   prefix cache (`timings.prompt_n` / `cache_n`), policy and PRM requests together; the
+//!   remote row's PRM tokens are the PRM requests' computed prompt tokens;
 //! - speedup: mistral.rs / native, of wall time and of policy tok/s (the engines round
-//!   differently, so their trees and token counts differ).
+//!   differently, so their trees and token counts differ); a line under the table compares
+//!   the remote engine with native the same way.
 //!
 //! Caps as in docs/benchmarks.md: 32 tokens a step, 96 a trajectory, depth cap 25, seed 0.
 
@@ -34,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ets_core::eval::{load_problems, select_problems, Layout, Problem};
+use ets_core::protocol::RemoteModelSpec;
 use ets_core::search::{run_search, Backends};
 use ets_core::{
     BackendError, Continuation, Embedder, ExpandRequest, Method, Policy, Reward, ScoreRequest,
@@ -50,6 +56,8 @@ use ets_solver::cluster::AverageLinkage;
 use ets_solver::retention::BranchAndBound;
 use serde::{Deserialize, Serialize};
 
+use crate::bench_remote::{BoxedPolicy, BoxedReward, LlamaServerProcess};
+
 const PROBLEMS_FILE: &str = "data/gsm8k_test.jsonl";
 const MAX_STEP_TOKENS: usize = 32;
 const MAX_TRAJECTORY_TOKENS: usize = 96;
@@ -62,6 +70,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 enum Engine {
     Native,
     Mistral,
+    Remote,
 }
 
 impl Engine {
@@ -69,6 +78,7 @@ impl Engine {
         match self {
             Engine::Native => "native",
             Engine::Mistral => "mistralrs",
+            Engine::Remote => "llama-server",
         }
     }
 
@@ -76,7 +86,8 @@ impl Engine {
         match s {
             "native" => Ok(Engine::Native),
             "mistralrs" | "mistral.rs" | "mistral" => Ok(Engine::Mistral),
-            _ => bail!("unknown engine `{s}`; engines: native, mistralrs"),
+            "llama-server" | "remote" => Ok(Engine::Remote),
+            _ => bail!("unknown engine `{s}`; engines: native, mistralrs, llama-server"),
         }
     }
 }
@@ -94,7 +105,7 @@ struct Options {
 impl Options {
     fn parse(args: &[String]) -> Result<Self> {
         let mut o = Options {
-            engines: vec![Engine::Native, Engine::Mistral],
+            engines: vec![Engine::Native, Engine::Mistral, Engine::Remote],
             limit: 5,
             widths: vec![4, 8],
             methods: vec![Method::Ets, Method::Rebase],
@@ -114,7 +125,7 @@ impl Options {
                 "--engine" => o.child = Some(Engine::parse(value()?)?),
                 "--json" => json = true,
                 other => bail!(
-                    "unknown flag `{other}`; flags: --engines native,mistralrs, --limit N, \
+                    "unknown flag `{other}`; flags: --engines native,mistralrs,llama-server, --limit N, \
                      --widths 4,8, --methods ets,rebase, --out FILE"
                 ),
             }
@@ -149,6 +160,9 @@ struct SearchRecord {
     peak_live_kv_tokens: u64,
     peak_live_kv_bytes: u64,
     engine_cache_peak_bytes: Option<u64>,
+    /// Prompt tokens a serving engine computed / reused (remote only).
+    #[serde(default)]
+    server_prompt_tokens: Option<(u64, u64)>,
     finished: usize,
     truncated: usize,
     answer: Option<String>,
@@ -224,6 +238,30 @@ fn run_engine(engine: Engine, options: &Options) -> Result<()> {
                 Ok((
                     NativePolicy::new(model.clone(), NativePolicyOptions::default()),
                     NativeReward::new(model.clone(), &profile, NATIVE_PRM_CACHE_BYTES)?,
+                ))
+            })
+        }
+        Engine::Remote => {
+            let ModelFiles::Gguf { dir, file } = files else {
+                bail!("{SMOLLM2_135M} is not a GGUF file");
+            };
+            let bin = crate::llama_cpp::ensure_built(2)?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let server = LlamaServerProcess::start(&bin, &dir.join(file), threads)?;
+            eprintln!(
+                "bench-search: llama-server with {threads} threads at {}",
+                server.url()
+            );
+            let model = ets_engine::load_remote_model(&RemoteModelSpec {
+                name: "bench".into(),
+                endpoints: vec![server.url()],
+                ..RemoteModelSpec::default()
+            })?;
+            // K/V lives in the server: the search's KvTree counts exact tokens, 0 bytes here.
+            bench.run_all(0, None, || {
+                Ok((
+                    BoxedPolicy(model.policy(&PolicyOptions::default(), 0)?),
+                    BoxedReward(model.reward(&profile, 0)?),
                 ))
             })
         }
@@ -316,8 +354,22 @@ impl Bench<'_> {
         let mut observer = |_: &_| std::ops::ControlFlow::Continue(());
         let outcome = run_search(&problem.problem, config, backends, &mut kv, &mut observer)?;
         let peak_rss_bytes = peak_rss_bytes()?;
-        let r = lock(policy.readings);
+        let mut r = lock(policy.readings);
         let s = &outcome.stats;
+        let server = match (
+            policy.inner.server_prompt_tokens(),
+            reward.inner.server_prompt_tokens(),
+        ) {
+            (None, None) => None,
+            (p, q) => {
+                let (p, q) = (p.unwrap_or_default(), q.unwrap_or_default());
+                // The PRM's tokens are what the server computed for its prompts; its scored
+                // trajectories, every prompt token it was sent.
+                r.prm_tokens = q.computed;
+                r.scored_trajectory_tokens = q.computed + q.reused;
+                Some((p.computed + q.computed, p.reused + q.reused))
+            }
+        };
         Ok(SearchRecord {
             engine: self.engine.name().into(),
             method: config.method.name().into(),
@@ -334,6 +386,7 @@ impl Bench<'_> {
             peak_live_kv_tokens: s.peak_live_tokens,
             peak_live_kv_bytes: s.peak_live_bytes,
             engine_cache_peak_bytes: r.peak_cache_bytes,
+            server_prompt_tokens: server,
             finished: s.finished,
             truncated: s.truncated,
             answer: outcome.answer,
@@ -410,6 +463,12 @@ impl PolicyCache for MistralPolicy {
     }
 }
 
+impl PolicyCache for BoxedPolicy {
+    fn cache_bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
 /// A PRM whose inputs and cache the benchmark can see.
 trait RewardInputs: Reward {
     /// Resident bytes of the PRM's own cache, where it keeps one.
@@ -425,6 +484,17 @@ impl RewardInputs for NativeReward {
 
     fn trajectory_tokens(&self, r: &ScoreRequest<'_>) -> Result<u64> {
         Ok(self.score_input(r.problem, r.steps)?.len() as u64)
+    }
+}
+
+impl RewardInputs for BoxedReward {
+    fn cache_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// Unknown here: the server renders and tokenizes (its counts are read after the search).
+    fn trajectory_tokens(&self, _: &ScoreRequest<'_>) -> Result<u64> {
+        Ok(0)
     }
 }
 
@@ -535,6 +605,7 @@ struct Cell {
     peak_live_kv_tokens: u64,
     peak_live_kv_bytes: u64,
     engine_cache_peak_bytes: Option<u64>,
+    server_prompt_tokens: Option<(u64, u64)>,
 }
 
 impl Cell {
@@ -549,6 +620,10 @@ impl Cell {
         self.peak_rss_bytes = self.peak_rss_bytes.max(r.peak_rss_bytes);
         self.peak_live_kv_tokens = self.peak_live_kv_tokens.max(r.peak_live_kv_tokens);
         self.peak_live_kv_bytes = self.peak_live_kv_bytes.max(r.peak_live_kv_bytes);
+        if let Some((computed, reused)) = r.server_prompt_tokens {
+            let (c, u) = self.server_prompt_tokens.unwrap_or_default();
+            self.server_prompt_tokens = Some((c + computed, u + reused));
+        }
         if let Some(bytes) = r.engine_cache_peak_bytes {
             self.engine_cache_peak_bytes =
                 Some(self.engine_cache_peak_bytes.unwrap_or(0).max(bytes));
@@ -578,8 +653,9 @@ fn markdown_table(records: &[SearchRecord]) -> String {
     let mut out = String::from(
         "| engine | method | width | searches | wall s | generated tok | policy tok/s \
          | PRM tok / scored step | mean step tok | mean scored trajectory tok | peak RSS MiB \
-         | peak live KV tok / MiB | engine caches peak MiB | speedup (wall) | speedup (tok/s) |\n\
-         |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+         | peak live KV tok / MiB | engine caches peak MiB | server prompt tok computed / reused \
+         | speedup (wall) | speedup (tok/s) |\n\
+         |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for ((rank, method, width, engine), c) in &cells {
         let mistral = cells.get(&(*rank, method.clone(), *width, Engine::Mistral));
@@ -594,9 +670,13 @@ fn markdown_table(records: &[SearchRecord]) -> String {
             Some(bytes) => format!("{:.1}", bytes as f64 / MIB),
             None => "n/a".into(),
         };
+        let server = match c.server_prompt_tokens {
+            Some((computed, reused)) => format!("{computed} / {reused}"),
+            None => "—".into(),
+        };
         out += &format!(
             "| {} | {method} | {width} | {} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} \
-             | {} / {:.1} | {caches} | {wall_speedup} | {tok_speedup} |\n",
+             | {} / {:.1} | {caches} | {server} | {wall_speedup} | {tok_speedup} |\n",
             engine.name(),
             c.searches,
             c.wall_s,
@@ -614,8 +694,11 @@ fn markdown_table(records: &[SearchRecord]) -> String {
         let cs = cells.iter().filter(|(k, _)| k.3 == engine).map(|(_, c)| c);
         cs.fold((0.0, 0), |(w, t), c| (w + c.wall_s, t + c.generated_tokens))
     };
-    let ((native_s, native_tok), (mistral_s, mistral_tok)) =
-        (total(Engine::Native), total(Engine::Mistral));
+    let ((native_s, native_tok), (mistral_s, mistral_tok), (remote_s, remote_tok)) = (
+        total(Engine::Native),
+        total(Engine::Mistral),
+        total(Engine::Remote),
+    );
     if native_s > 0.0 && mistral_s > 0.0 {
         out += &format!(
             "\nAll searches: native {native_s:.1} s for {native_tok} tokens, mistral.rs \
@@ -623,6 +706,14 @@ fn markdown_table(records: &[SearchRecord]) -> String {
              tok/s.\n",
             mistral_s / native_s,
             (native_tok as f64 / native_s) / (mistral_tok as f64 / mistral_s).max(1e-9),
+        );
+    }
+    if native_s > 0.0 && remote_s > 0.0 {
+        out += &format!(
+            "\nAll searches: native {native_s:.1} s for {native_tok} tokens, llama-server \
+             {remote_s:.1} s for {remote_tok} tokens: {:.2}× the wall time, {:.2}× the tok/s.\n",
+            remote_s / native_s,
+            (native_tok as f64 / native_s) / (remote_tok as f64 / remote_s).max(1e-9),
         );
     }
     out

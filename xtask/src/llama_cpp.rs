@@ -135,19 +135,39 @@ fn target_dir() -> Result<PathBuf> {
     }
 }
 
-/// Runs the task with its arguments.
-pub fn run(args: &[String]) -> Result<()> {
-    let options = parse(args)?;
+/// Builds the binaries unless they are there; returns their directory. One build at a time
+/// per target directory: a second caller (a test, while `.ci/run` builds in the background)
+/// waits on a file lock and then finds the binaries installed.
+pub fn ensure_built(jobs: u32) -> Result<PathBuf> {
     let layout = Layout::new(&target_dir()?);
+    std::fs::create_dir_all(&layout.root)
+        .with_context(|| format!("creating {}", layout.root.display()))?;
+    let lock_path = layout.root.join("build.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        eprintln!(
+            "llama-cpp: another build holds {}; waiting",
+            lock_path.display()
+        );
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+    }
     if !layout.installed() {
         let started = Instant::now();
-        build(&layout, options.jobs)?;
+        build(&layout, jobs)?;
         eprintln!(
             "llama-cpp: built {BUILD} in {:.0}s",
             started.elapsed().as_secs_f64()
         );
     }
-    let bin = layout.bin();
+    Ok(layout.bin())
+}
+
+/// Runs the task with its arguments.
+pub fn run(args: &[String]) -> Result<()> {
+    let options = parse(args)?;
+    let bin = ensure_built(options.jobs)?;
     if options.print_path {
         println!("{}", bin.display());
     } else {

@@ -7,9 +7,14 @@
 //! source ([`llama_cpp`]: `cargo xtask llama-cpp`), and later the evaluation runners.
 //! **Must not**: be a dependency of any product crate.
 
+#[cfg(feature = "engines")]
 mod bench_engine;
+#[cfg(feature = "engines")]
+mod bench_remote;
+#[cfg(feature = "engines")]
 mod bench_search;
 mod llama_cpp;
+#[cfg(feature = "engines")]
 mod models;
 mod tidy;
 
@@ -32,9 +37,16 @@ fn main() -> Result<()> {
                 bail!("tidy: {} problem(s)", problems.len())
             }
         }
+        #[cfg(feature = "engines")]
         Some("models") => models::run(&args[1..]),
+        #[cfg(feature = "engines")]
         Some("bench-engine") => bench_engine::run(&args[1..]),
+        #[cfg(feature = "engines")]
         Some("bench-search") => bench_search::run(&args[1..]),
+        #[cfg(not(feature = "engines"))]
+        Some(task @ ("models" | "bench-engine" | "bench-search")) => {
+            bail!("`{task}` needs xtask's `engines` feature (this build has none)")
+        }
         Some("llama-cpp") => llama_cpp::run(&args[1..]),
         Some(other) => bail!("unknown task `{other}`; tasks: {TASKS}"),
         None => bail!("usage: cargo xtask <task>; tasks: {TASKS}"),

@@ -62,6 +62,9 @@ pub enum ModelsCommand {
         /// Server dialect: llama.cpp or vllm [default: detected].
         #[arg(long, value_name = "DIALECT")]
         dialect: Option<String>,
+        /// Seconds one request may take before it is retried elsewhere [default: 120].
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=3600))]
+        timeout: Option<u32>,
     },
     /// Unload a model.
     Unload {
@@ -107,7 +110,7 @@ async fn connect(g: &Globals) -> anyhow::Result<Client> {
 pub async fn ps(g: &Globals) -> anyhow::Result<u8> {
     let jobs = connect(g).await?.list_jobs().await?;
     if g.json {
-        print_json(&jobs)?;
+        print_json("jobs", &jobs)?;
     } else if jobs.is_empty() {
         print_line("no jobs")?;
     } else {
@@ -147,7 +150,7 @@ fn jobs_table(jobs: &[JobInfo]) -> String {
 pub async fn cancel(g: &Globals, job: JobId) -> anyhow::Result<u8> {
     connect(g).await?.cancel(job).await?;
     if g.json {
-        print_json(&json!({"job": job, "cancelled": true}))?;
+        print_json("cancelled", &json!({"job": job}))?;
     } else {
         print_line(format_args!("cancelled job {job}"))?;
     }
@@ -159,7 +162,7 @@ pub async fn models(g: &Globals, command: ModelsCommand) -> anyhow::Result<u8> {
     let client = connect(g).await?;
     let done = |what: String| -> anyhow::Result<u8> {
         if g.json {
-            print_json(&json!({"ok": true, "done": what}))?;
+            print_json("done", &json!({"message": what}))?;
         } else {
             print_line(what)?;
         }
@@ -169,7 +172,7 @@ pub async fn models(g: &Globals, command: ModelsCommand) -> anyhow::Result<u8> {
         ModelsCommand::List => {
             let models = client.list_models().await?;
             if g.json {
-                print_json(&models)?;
+                print_json("models", &models)?;
             } else {
                 print_line(models_table(&models).trim_end())?;
             }
@@ -181,7 +184,7 @@ pub async fn models(g: &Globals, command: ModelsCommand) -> anyhow::Result<u8> {
             spinner.finish_and_clear();
             let pulled = pulled?;
             if g.json {
-                print_json(&pulled)?;
+                print_json("pull", &pulled)?;
             } else if pulled.already_present {
                 print_line(format_args!(
                     "{} is already in the store ({})",
@@ -218,6 +221,7 @@ pub async fn models(g: &Globals, command: ModelsCommand) -> anyhow::Result<u8> {
             role,
             prm_profile,
             dialect,
+            timeout,
         } => {
             let endpoints = remote.len();
             client
@@ -228,6 +232,7 @@ pub async fn models(g: &Globals, command: ModelsCommand) -> anyhow::Result<u8> {
                     role: role.map(Into::into),
                     prm_profile,
                     dialect,
+                    timeout_secs: timeout,
                 })
                 .await?;
             done(format!("added remote model {name} ({endpoints} endpoints)"))
@@ -278,7 +283,7 @@ fn models_table(models: &[StoreModel]) -> String {
 pub async fn status(g: &Globals) -> anyhow::Result<u8> {
     let report = connect(g).await?.status().await?;
     if g.json {
-        print_json(&report)?;
+        print_json("status", &report)?;
     } else {
         print_line(status_text(&report).trim_end())?;
     }
@@ -402,7 +407,7 @@ fn loaded_table(models: &[ModelInfo]) -> String {
 pub async fn metrics(g: &Globals) -> anyhow::Result<u8> {
     let text = connect(g).await?.metrics().await?;
     if g.json {
-        print_json(&json!({ "metrics": text }))?;
+        print_json("metrics", &json!({ "text": text }))?;
     } else {
         print_line(text.trim_end())?;
     }
@@ -415,7 +420,7 @@ pub async fn shutdown(g: &Globals) -> anyhow::Result<u8> {
     let socket = client.socket().display().to_string();
     client.shutdown().await?;
     if g.json {
-        print_json(&json!({"shutdown": true, "socket": socket}))?;
+        print_json("shutdown", &json!({"socket": socket}))?;
     } else {
         print_line(format_args!("daemon at {socket} is shutting down"))?;
     }

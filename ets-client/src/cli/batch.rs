@@ -3,8 +3,9 @@
 //!
 //! Input lines are JSON objects: `id` (string or number; missing → the 1-based line number),
 //! the problem in `problem` or `question` (GSM8K's shape), optional `method`, `width`, `seed`.
-//! Output lines are `{"id", "job", "answer", "end", "stats", "problem"}`, or
-//! `{"id", "line", "error": {"kind", "message"}}`. A rerun skips the ids whose output line has
+//! Output lines are `--json` documents (docs/json.md): `{"schema", "type": "result", "id", "job",
+//! "answer", "end", "stats", "problem"}`, or `{"schema", "type": "error", "id", "line", "error":
+//! {"kind", "message"}}`. A rerun skips the ids whose output line has
 //! no `error` (failed lines are dropped from the file and tried again).
 
 use std::collections::HashSet;
@@ -28,7 +29,9 @@ pub const FORMAT: &str = "\
 Input: one JSON object per line: `id` (string or number; default: the line number), the problem
 in `problem` or `question` (GSM8K lines work as they are), optional `method`, `width`, `seed`.
 Output: one line per input, written as each job ends:
-  {\"id\", \"job\", \"answer\", \"end\", \"stats\", \"problem\"}  or  {\"id\", \"line\", \"error\": {\"kind\", \"message\"}}
+  {\"schema\": 1, \"type\": \"result\", \"id\", \"job\", \"answer\", \"end\", \"stats\", \"problem\"}
+  or {\"schema\": 1, \"type\": \"error\", \"id\", \"line\", \"error\": {\"kind\", \"message\"}}
+(docs/json.md describes every field).
 Rerunning the same command skips the ids already answered and retries the failed ones.
 Exit: 0 all lines answered, 4 some failed, 130 interrupted (rerun to resume).";
 
@@ -217,30 +220,36 @@ pub fn open_output_by(
 
 /// The output line of a finished job.
 pub fn ok_line(item: &Item, result: &JobResult) -> Value {
-    json!({
+    super::json_out::document(
+        "result",
+        json!({
         "id": item.id,
         "job": result.job,
         "answer": result.outcome.answer,
         "end": result.outcome.end,
         "stats": result.outcome.stats,
         "problem": item.problem,
-    })
+        }),
+    )
 }
 
 /// The output line of a line that failed.
 pub fn error_line(id: &Value, line: usize, kind: &str, message: &str) -> Value {
-    json!({"id": id, "line": line, "error": {"kind": kind, "message": message}})
+    super::json_out::document(
+        "error",
+        json!({"id": id, "line": line, "error": {"kind": kind, "message": message}}),
+    )
 }
 
 /// The kind and message of a job that failed (not of a lost connection).
 pub fn failure(e: &ClientError) -> (String, String) {
-    match e {
-        ClientError::JobFailed { kind, message, .. } | ClientError::Server { kind, message } => {
-            (format!("{kind:?}"), message.clone())
+    let message = match e {
+        ClientError::JobFailed { message, .. } | ClientError::Server { message, .. } => {
+            message.clone()
         }
-        ClientError::Cancelled { .. } => ("Cancelled".into(), e.to_string()),
-        other => ("Client".into(), other.to_string()),
-    }
+        other => other.to_string(),
+    };
+    (super::json_out::client_error_kind(e), message)
 }
 
 /// Runs `ets batch`.
@@ -280,7 +289,7 @@ pub async fn run(g: &Globals, args: BatchArgs) -> anyhow::Result<u8> {
             Err(bad) if done.contains(&id_key(&bad.id)) => skipped += 1,
             Err(bad) => {
                 eprintln!("ets: {}", bad.message);
-                write(&error_line(&bad.id, bad.line, "BadInput", &bad.message))?;
+                write(&error_line(&bad.id, bad.line, "bad-input", &bad.message))?;
                 failed += 1;
             }
         }
@@ -334,7 +343,7 @@ pub async fn run(g: &Globals, args: BatchArgs) -> anyhow::Result<u8> {
         "solved": solved, "failed": failed, "skipped": skipped, "interrupted": interrupted,
     });
     if g.json {
-        print_json(&summary)?;
+        print_json("batch-summary", &summary)?;
     } else {
         eprintln!(
             "ets: {solved} solved, {failed} failed, {skipped} skipped (already in {})",
@@ -421,7 +430,7 @@ mod tests {
     fn resume_keeps_answered_ids_and_drops_errors() {
         let existing = [
             r#"{"id": "a", "answer": "1"}"#,
-            r#"{"id": 2, "line": 2, "error": {"kind": "Search", "message": "x"}}"#,
+            r#"{"id": 2, "line": 2, "error": {"kind": "search", "message": "x"}}"#,
             r#"{"id": 3, "answer": null}"#,
             "garbage from a crash mid-wri",
         ]

@@ -17,7 +17,7 @@ use ets_core::Method;
 
 use super::batch::{failure, open_output_by, progress_bar};
 use super::queue::{solve_all, QueueEnd};
-use super::search_args::{Overrides, SearchArgs};
+use super::search_args::{Overrides, SettingsArgs};
 use super::{eval_output, exit, Globals, Interrupts, UsageError};
 
 const MATH500: &str = include_str!("../../../data/math500.jsonl");
@@ -89,10 +89,10 @@ pub struct EvalArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
 
-    /// Caps, models and sampling (--method, --width and --seed are not used: see --methods,
-    /// --widths, --seeds).
+    /// Caps, models and sampling (the method, width and seed come from --methods, --widths,
+    /// --seeds).
     #[command(flatten)]
-    pub search: SearchArgs,
+    pub search: SettingsArgs,
 }
 
 /// The validated eval plan: problems, answer conventions, grader and every cell's request.
@@ -209,13 +209,6 @@ fn plan(args: &EvalArgs) -> anyhow::Result<Plan> {
     if methods.is_empty() || widths.is_empty() || seeds.is_empty() {
         return Err(UsageError("--methods, --widths and --seeds must not be empty".into()).into());
     }
-    let s = &args.search;
-    if s.method.is_some() || s.width.is_some() || s.seed.is_some() {
-        return Err(UsageError(
-            "ets eval takes --methods, --widths and --seeds, not --method, --width, --seed".into(),
-        )
-        .into());
-    }
     Ok(Plan {
         dataset: name,
         answers,
@@ -252,7 +245,7 @@ impl Plan {
 /// The request of one cell: the flags' caps, the cell's method, width and seed; GSM8K adds
 /// "####" to the answer markers (small models end GSM8K answers with it).
 fn request(
-    search: &SearchArgs,
+    search: &SettingsArgs,
     answers: Dataset,
     p: &Problem,
     (method, width, seed): (Method, usize, u64),
@@ -375,7 +368,7 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
         .collect();
     let summary = eval_output::write_reports(&args.out, &plan.dataset, plan.grader, &wanted)?;
     if g.json {
-        super::print_json(&summary)?;
+        super::print_json("eval-summary", &summary)?;
     } else {
         super::print_line(ets_core::eval::markdown_table(&summary))?;
     }
@@ -453,9 +446,26 @@ mod tests {
         assert!(e(&["--dataset", "gsm8k", "--methods", "ets,mcts"]).contains("mcts"));
         assert!(e(&["--dataset", "gsm8k", "--ids", "gsm8k/99999"]).contains("gsm8k/99999"));
         assert!(e(&["--dataset", "/nonexistent.jsonl"]).contains("/nonexistent.jsonl"));
-        assert!(e(&["--dataset", "gsm8k", "--width", "4"]).contains("--widths"));
         assert!(e(&["--dataset", "gsm8k", "--grader", "nope"]).contains("nope"));
         assert!(e(&["--dataset", "gsm8k", "--answers", "nope"]).contains("nope"));
+    }
+
+    #[test]
+    fn eval_has_no_single_method_width_or_seed_flag() {
+        use clap::CommandFactory;
+        for flag in ["--method", "--width", "--seed"] {
+            let argv = ["t", "--out", "/tmp/x", "--dataset", "gsm8k", flag, "1"];
+            let e = match Wrapper::try_parse_from(argv) {
+                Ok(_) => panic!("{flag} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains(&format!("{flag}s")), "{flag}: {e}");
+        }
+        let help = Wrapper::command().render_help().to_string();
+        for line in help.lines().filter(|l| l.trim_start().starts_with("--")) {
+            let flag = line.split_whitespace().next().unwrap();
+            assert!(!["--method", "--width", "--seed"].contains(&flag), "{line}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod admin;
 mod batch;
 mod eval;
 mod eval_output;
+pub mod json_out;
 mod queue;
 mod render;
 mod search_args;
@@ -195,11 +196,21 @@ impl Globals {
 /// Runs `ets` and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json;
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = exit_code(&e);
             if code != exit::OK {
+                if json {
+                    // Scripts read stdout: the error is there too, as a document.
+                    let doc = json_out::error_document(
+                        None,
+                        &json_out::error_kind(&e),
+                        &format!("{e:#}"),
+                    );
+                    let _ = print_line(doc);
+                }
                 eprintln!("ets: {e:#}");
             }
             ExitCode::from(code)
@@ -297,9 +308,9 @@ pub fn print_line(text: impl std::fmt::Display) -> std::io::Result<()> {
     out.flush()
 }
 
-/// Prints a value as one line of JSON.
-pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    print_line(serde_json::to_string(value)?)?;
+/// Prints `value` as one line of JSON, a document of type `kind` ([`json_out::document`]).
+pub fn print_json(kind: &str, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    print_line(serde_json::to_string(&json_out::document(kind, value))?)?;
     Ok(())
 }
 

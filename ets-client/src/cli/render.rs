@@ -146,14 +146,107 @@ fn end_reason(outcome: &SearchOutcome) -> &'static str {
     match outcome.end {
         WidthSpent => "width spent",
         FrontierEmpty => "frontier empty",
+        Decided => "vote decided",
         DepthCap => "depth cap",
         Stopped => "stopped",
     }
 }
 
+/// One readable line for a job event (`ets solve --stream` without `--json`).
+pub fn event(job: u64, event: &ets_client::JobEvent) -> String {
+    use ets_client::{JobEvent, SearchEvent};
+    let what = match event {
+        JobEvent::LoadingModels => "loading models".to_owned(),
+        JobEvent::Queued { position } => format!("queued, {position} ahead"),
+        JobEvent::Started => "started".to_owned(),
+        JobEvent::Search(e) => match e {
+            SearchEvent::Started { prompt_tokens } => {
+                format!("search started: prompt {prompt_tokens} tokens")
+            }
+            SearchEvent::Expanded {
+                depth,
+                parents,
+                children,
+                generated_tokens,
+            } => format!(
+                "depth {depth}: expanded {parents} nodes into {children} children \
+                 ({generated_tokens} tokens)"
+            ),
+            SearchEvent::Scored {
+                depth,
+                scored,
+                dropped,
+            } => format!("depth {depth}: scored {scored} steps, dropped {dropped}"),
+            SearchEvent::Finished {
+                depth,
+                node,
+                score,
+                answer,
+            } => format!(
+                "depth {depth}: node {node} finished, score {score:.3}, answer {}",
+                answer
+                    .as_deref()
+                    .map_or("none".to_owned(), |a| short(a, 40))
+            ),
+            SearchEvent::Pruned {
+                depth,
+                candidates,
+                kept,
+            } => format!(
+                "depth {depth}: kept {} of {candidates} candidates",
+                kept.len()
+            ),
+            SearchEvent::DepthDone {
+                depth,
+                frontier,
+                finished,
+                truncated,
+                live_tokens,
+                live_bytes,
+            } => format!(
+                "depth {depth} done: {frontier} open, {finished} finished, {truncated} \
+                 truncated, live KV {} tok / {}",
+                count(*live_tokens),
+                bytes(*live_bytes)
+            ),
+            SearchEvent::BestAnswer {
+                answer,
+                support,
+                votes,
+            } => format!(
+                "best answer so far: {} ({votes} votes, support {support:.2})",
+                short(answer, 40)
+            ),
+        },
+    };
+    format!("job {job}: {what}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_read_as_one_line_of_words() {
+        use ets_client::{JobEvent, SearchEvent};
+        let e = JobEvent::Search(SearchEvent::DepthDone {
+            depth: 2,
+            frontier: 3,
+            finished: 1,
+            truncated: 0,
+            live_tokens: 1234,
+            live_bytes: 2048,
+        });
+        assert_eq!(
+            event(7, &e),
+            "job 7: depth 2 done: 3 open, 1 finished, 0 truncated, live KV 1,234 tok / 2.0 KiB"
+        );
+        assert_eq!(
+            event(7, &JobEvent::Queued { position: 2 }),
+            "job 7: queued, 2 ahead"
+        );
+        assert!(!event(1, &JobEvent::LoadingModels).contains('{'));
+    }
 
     #[test]
     fn numbers_read_well() {

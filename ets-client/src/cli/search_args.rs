@@ -8,10 +8,23 @@ use ets_core::{Method, SearchConfig};
 
 use super::UsageError;
 
-/// Search settings; unset flags take the daemon's and the paper's defaults.
+/// Search settings of one search (`solve`, `batch`): the method, width and seed, and the
+/// settings every search shares. Unset flags take the daemon's and the paper's defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SearchArgs {
+    /// Method, width, seed.
+    #[command(flatten)]
+    pub cell: CellArgs,
+    /// Caps, sampling, models.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// The method, width and seed of a search (`ets eval` takes lists instead: `--methods`,
+/// `--widths`, `--seeds`).
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Search options")]
-pub struct SearchArgs {
+pub struct CellArgs {
     /// Selection method [default: ets].
     #[arg(long, value_name = "METHOD", value_parser = method_parser())]
     pub method: Option<Method>,
@@ -23,7 +36,12 @@ pub struct SearchArgs {
     /// Seed of every random choice [default: 0].
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+}
 
+/// Caps, sampling and models, shared by every search of a command.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Search options")]
+pub struct SettingsArgs {
     /// Deepest step expanded [default: 25].
     #[arg(long, value_name = "D")]
     pub max_depth: Option<usize>,
@@ -39,6 +57,12 @@ pub struct SearchArgs {
     /// Policy sampling temperature; 0 is greedy [default: 1.0].
     #[arg(long, value_name = "T")]
     pub temperature: Option<f64>,
+
+    /// Stop once the answer is decided: no trajectory the unspent width could still finish
+    /// can change the vote's winner (the same answer as the full search, fewer tokens; ETS,
+    /// REBASE and beam).
+    #[arg(long)]
+    pub stop_when_decided: bool,
 
     /// Wall-clock budget per job in seconds from acceptance; the job fails past it.
     #[arg(long, value_name = "SECS")]
@@ -90,21 +114,39 @@ pub struct Overrides {
 }
 
 impl SearchArgs {
-    /// A validated request for `problem`.
+    /// A validated request for `problem`; `overrides` win over the flags.
     pub fn request(
         &self,
         problem: impl Into<String>,
         overrides: Overrides,
     ) -> Result<SolveRequest, UsageError> {
+        let overrides = Overrides {
+            method: overrides.method.or(self.cell.method),
+            width: overrides.width.or(self.cell.width),
+            seed: overrides.seed.or(self.cell.seed),
+        };
+        self.settings.request(problem, overrides)
+    }
+}
+
+impl SettingsArgs {
+    /// A validated request for `problem` with the method, width and seed of `cell` (the
+    /// daemon's defaults where it has none).
+    pub fn request(
+        &self,
+        problem: impl Into<String>,
+        cell: Overrides,
+    ) -> Result<SolveRequest, UsageError> {
         let mut request = SolveRequest::new(problem);
         let config = &mut request.config;
-        set(&mut config.method, overrides.method.or(self.method));
-        set(&mut config.width, overrides.width.or(self.width));
-        set(&mut config.seed, overrides.seed.or(self.seed));
+        set(&mut config.method, cell.method);
+        set(&mut config.width, cell.width);
+        set(&mut config.seed, cell.seed);
         set(&mut config.max_depth, self.max_depth);
         set(&mut config.max_step_tokens, self.max_step_tokens);
         set(&mut config.max_total_tokens, self.max_total_tokens);
         set(&mut config.sampling.temperature, self.temperature);
+        config.stop_when_decided |= self.stop_when_decided;
         config
             .answer_markers
             .extend(self.answer_markers.iter().cloned());

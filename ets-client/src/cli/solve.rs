@@ -85,7 +85,7 @@ pub async fn run(g: &Globals, args: SolveArgs) -> anyhow::Result<u8> {
     match *result {
         Ok(result) => {
             if g.json {
-                print_json(&result_json(&result, &request))?;
+                print_json("result", &result_json(&result, &request))?;
             } else {
                 print_line(render::outcome(&result.outcome, &request.config).trim_end())?;
             }
@@ -94,7 +94,7 @@ pub async fn run(g: &Globals, args: SolveArgs) -> anyhow::Result<u8> {
         Err(ClientError::JobFailed { kind, message, .. }) => refused(g, Some(job), kind, &message),
         Err(ClientError::Cancelled { job }) => {
             if g.json {
-                print_json(&json!({"type": "cancelled", "job": job}))?;
+                print_json("cancelled", &json!({"job": job}))?;
             }
             eprintln!("ets: job {job} was cancelled");
             Ok(exit::CANCELLED)
@@ -106,15 +106,11 @@ pub async fn run(g: &Globals, args: SolveArgs) -> anyhow::Result<u8> {
 /// Reports a failed or refused job (exit 4).
 fn refused(g: &Globals, job: Option<u64>, kind: ErrorKind, message: &str) -> anyhow::Result<u8> {
     if g.json {
-        print_json(&json!({
-            "type": "error",
-            "job": job,
-            "error": {"kind": kind, "message": message},
-        }))?;
+        print_line(super::json_out::error_document(job, kind.name(), message))?;
     }
     match job {
-        Some(job) => eprintln!("ets: job {job} failed ({kind:?}): {message}"),
-        None => eprintln!("ets: the daemon refused the problem ({kind:?}): {message}"),
+        Some(job) => eprintln!("ets: job {job} failed ({kind}): {message}"),
+        None => eprintln!("ets: the daemon refused the problem ({kind}): {message}"),
     }
     Ok(exit::JOB_FAILED)
 }
@@ -161,8 +157,8 @@ async fn watch(
 pub fn result_json(result: &JobResult, request: &SolveRequest) -> Value {
     let mut value = serde_json::to_value(&result.outcome).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
-        map.insert("type".into(), json!("result"));
         map.insert("job".into(), json!(result.job));
+        map.insert("problem".into(), json!(request.problem));
         map.insert("tag".into(), json!(result.tag));
         map.insert("method".into(), json!(request.config.method));
         map.insert("width".into(), json!(request.config.width));
@@ -221,8 +217,8 @@ impl Progress {
 
     fn on_event(&mut self, job: u64, event: &JobEvent) -> anyhow::Result<()> {
         match self.mode {
-            Mode::JsonStream => print_json(&json!({"type": "event", "job": job, "event": event}))?,
-            Mode::TextStream => eprintln!("job {job}: {event:?}"),
+            Mode::JsonStream => print_json("event", &json!({"job": job, "event": event}))?,
+            Mode::TextStream => eprintln!("{}", render::event(job, event)),
             Mode::Spinner | Mode::Json => {}
         }
         match event {

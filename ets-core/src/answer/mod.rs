@@ -45,4 +45,6 @@ pub use grade::{answers_equal, gsm8k_equal, lenient_equal, Dataset, Grader};
 pub use hendrycks::math_normalize;
 pub use lenient_normalize::lenient_normalize;
 pub use prm800k::{prm800k_equal, prm800k_normalize};
-pub use vote::{aggregate, vote, StepAggregate, VoteCandidate, VoteOutcome, VoteRule};
+pub use vote::{
+    aggregate, vote, vote_is_decided, StepAggregate, VoteCandidate, VoteOutcome, VoteRule,
+};

@@ -167,6 +167,50 @@ pub fn vote(
     }
 }
 
+/// Whether `remaining` more candidates could change the winner of `outcome` (a vote by `rule`),
+/// when each adds at most `max_score` (the top aggregated score, 1 for PRM probabilities) to
+/// one group: an existing one or a new one. `false` means it might; `true` that the winner
+/// stays whatever they answer. Conservative: ties count as undecided, a NaN weight makes the
+/// vote undecided, and [`VoteRule::BestOf`] is decided only when nothing remains.
+///
+/// ```
+/// use ets_core::answer::{vote, vote_is_decided, Dataset, Grader, StepAggregate, VoteCandidate, VoteRule};
+/// let c = |answer, step_scores| VoteCandidate { answer: Some(answer), step_scores };
+/// let rule = VoteRule::WeightedMajority(StepAggregate::Last);
+/// let cands = [c("7", &[0.9][..]), c("7", &[0.8][..]), c("3", &[0.4][..])];
+/// let out = vote(&cands, rule, Dataset::Math, Grader::Lenient);
+/// // 7 leads 1.7 to 0.4: one more candidate (+1 at most) cannot catch up, two could.
+/// assert!(vote_is_decided(&out, rule, 1, 1.0));
+/// assert!(!vote_is_decided(&out, rule, 2, 1.0));
+/// ```
+pub fn vote_is_decided(
+    outcome: &VoteOutcome,
+    rule: VoteRule,
+    remaining: usize,
+    max_score: f64,
+) -> bool {
+    let Some(winner) = outcome.answer.as_deref() else {
+        return remaining == 0;
+    };
+    let gain = match rule {
+        VoteRule::Majority => remaining as f64,
+        VoteRule::WeightedMajority(_) => remaining as f64 * max_score,
+        VoteRule::BestOf(_) => return remaining == 0,
+    };
+    let mut weights = outcome.groups.iter().map(|g| g.1);
+    if !outcome.support.is_finite() || !gain.is_finite() || weights.any(f64::is_nan) {
+        return false;
+    }
+    // The strongest other group, or a new one (weight 0), given every remaining candidate.
+    let challenger = outcome
+        .groups
+        .iter()
+        .filter(|g| g.0 != winner)
+        .map(|g| g.1)
+        .fold(0.0, f64::max);
+    outcome.support > challenger + gain
+}
+
 /// Orders weights with NaN below every number.
 fn rank(x: f64) -> f64 {
     if x.is_nan() {

@@ -77,6 +77,7 @@ impl SolveRequest {
 
 /// Role a model plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ModelRole {
     /// Policy LLM.
     Policy,
@@ -88,6 +89,7 @@ pub enum ModelRole {
 
 /// Which implementation runs a causal LM (policy or PRM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum EngineChoice {
     /// The native tree-attention engine for llama-family GGUF files on the CPU, mistral.rs for
     /// everything else (other formats and architectures, and `cuda` builds).
@@ -206,6 +208,7 @@ pub enum Request {
 
 /// State of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum JobState {
     /// Waiting for a search slot.
     Queued,
@@ -244,6 +247,7 @@ pub struct JobInfo {
 
 /// Whether a registered model can serve yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ModelState {
     /// Being pulled or loaded.
     Loading,
@@ -293,6 +297,9 @@ pub struct RemoteModelSpec {
     pub prm_profile: Option<String>,
     /// Server dialect (`llama.cpp`, `vllm`, `sglang`); `None`: detected.
     pub dialect: Option<String>,
+    /// Seconds one request may take before it counts as failed (and is retried elsewhere);
+    /// `None`: 120.
+    pub timeout_secs: Option<u32>,
 }
 
 /// One endpoint of a remote model, for status.
@@ -358,6 +365,7 @@ pub struct StatusReport {
 
 /// Progress of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum JobEvent {
     /// Its models are being loaded (pulled first if the store lacks a built-in one).
     LoadingModels,
@@ -374,6 +382,7 @@ pub enum JobEvent {
 
 /// Machine-readable class of an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
     /// The request was malformed or had bad values.
     BadRequest,

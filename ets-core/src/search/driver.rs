@@ -165,9 +165,15 @@ impl<'a, 't> Driver<'a, 't> {
             // A stop before selection leaves the open candidates open: the search is cut short
             // unless nothing was left open anyway.
             let cut_before_selection = self.stop && !open.is_empty();
+            // Pruning because the vote is decided counts only where it cut work short.
+            let decided = !open.is_empty()
+                && !self.stop
+                && remaining > 0
+                && width_based
+                && self.vote_decided(remaining);
             let next = if open.is_empty() || self.stop {
                 Vec::new()
-            } else if remaining == 0 && width_based {
+            } else if (remaining == 0 && width_based) || decided {
                 for &i in &open {
                     self.close(i, NodeState::Pruned)?;
                     self.stats.pruned += 1;
@@ -200,7 +206,10 @@ impl<'a, 't> Driver<'a, 't> {
                 break;
             }
             if next.is_empty() {
-                end = Some(self.natural_end(depth, closed.depth_capped));
+                end = Some(match decided {
+                    true => EndReason::Decided,
+                    false => self.natural_end(depth, closed.depth_capped),
+                });
                 break;
             }
             plan = next;
@@ -496,7 +505,8 @@ impl<'a, 't> Driver<'a, 't> {
         }
     }
 
-    fn update_best(&mut self) {
+    /// The vote over the trajectories finished so far.
+    fn current_vote(&self) -> answer::VoteOutcome {
         let candidates: Vec<answer::VoteCandidate<'_>> = self
             .trajectories
             .iter()
@@ -507,12 +517,34 @@ impl<'a, 't> Driver<'a, 't> {
             .collect();
         // The live pick groups answers by mathematical equivalence; `ets eval` votes again
         // from the trajectories under the grader it reports.
-        let outcome = answer::vote(
+        answer::vote(
             &candidates,
             self.config.vote,
             answer::Dataset::Math,
             answer::Grader::Lenient,
-        );
+        )
+    }
+
+    /// Whether `stop_when_decided` ends the search: `remaining` more trajectories could not
+    /// change the vote's winner. PRM scores are probabilities (the [`Reward`] contract), so a
+    /// trajectory adds at most 1; a score outside [0, 1] turns the stop off.
+    ///
+    /// [`Reward`]: crate::Reward
+    fn vote_decided(&self, remaining: usize) -> bool {
+        if !self.config.stop_when_decided {
+            return false;
+        }
+        let scores_are_probabilities = self
+            .trajectories
+            .iter()
+            .flat_map(|t| &t.step_scores)
+            .all(|s| (0.0..=1.0).contains(s));
+        scores_are_probabilities
+            && answer::vote_is_decided(&self.current_vote(), self.config.vote, remaining, 1.0)
+    }
+
+    fn update_best(&mut self) {
+        let outcome = self.current_vote();
         if let Some(best) = outcome.answer {
             if self.best.as_deref() != Some(best.as_str()) {
                 let votes = outcome

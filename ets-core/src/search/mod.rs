@@ -44,6 +44,7 @@ pub struct Backends<'a> {
 
 /// Progress of a running search, reported as it happens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SearchEvent {
     /// The prompt was encoded.
     Started {

@@ -114,7 +114,8 @@ pub struct DepthRecord {
     pub kept_tokens: u64,
     /// The ETS retention solve of this depth.
     pub retention: Option<RetentionSummary>,
-    /// Time spent selecting (clustering and retention included).
+    /// Time spent selecting (clustering and retention included); JSON: `selection_time_s`.
+    #[serde(with = "crate::serde_secs", rename = "selection_time_s")]
     pub selection_time: Duration,
 }
 
@@ -164,7 +165,9 @@ pub struct Trajectory {
 ///    truncated a child there;
 /// 3. [`WidthSpent`](EndReason::WidthSpent) when finished plus truncated trajectories reached
 ///    the width;
-/// 4. [`FrontierEmpty`](EndReason::FrontierEmpty) otherwise.
+/// 4. [`Decided`](EndReason::Decided) when `stop_when_decided` pruned open nodes because the
+///    vote could no longer change;
+/// 5. [`FrontierEmpty`](EndReason::FrontierEmpty) otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndReason {
@@ -180,6 +183,9 @@ pub enum EndReason {
     /// The depth cap ended the search: the last depth was `max_depth` and at least one child
     /// there was truncated by the cap alone (it neither finished nor reached the token cap).
     DepthCap,
+    /// The vote was decided (`SearchConfig::stop_when_decided`): no outcome of the unspent
+    /// width could change the winner, so the open nodes were pruned.
+    Decided,
     /// The observer asked the search to stop (cancel, deadline and shutdown in the daemon all
     /// arrive this way) while work remained: nodes are left [`NodeState::Open`]. A stop that
     /// arrives once nothing is left to do does not change the reason.
@@ -188,10 +194,11 @@ pub enum EndReason {
 
 impl EndReason {
     /// Every reason, in the order of the rules above (stop first).
-    pub const ALL: [EndReason; 4] = [
+    pub const ALL: [EndReason; 5] = [
         EndReason::Stopped,
         EndReason::DepthCap,
         EndReason::WidthSpent,
+        EndReason::Decided,
         EndReason::FrontierEmpty,
     ];
 
@@ -201,6 +208,7 @@ impl EndReason {
             EndReason::WidthSpent => "width-spent",
             EndReason::FrontierEmpty => "frontier-empty",
             EndReason::DepthCap => "depth-cap",
+            EndReason::Decided => "decided",
             EndReason::Stopped => "stopped",
         }
     }
@@ -235,7 +243,8 @@ pub struct SearchStats {
     pub prm_calls: u64,
     /// Texts embedded for clustering.
     pub embedded_texts: u64,
-    /// Time spent in selection (clustering and retention included).
+    /// Time spent in selection (clustering and retention included); JSON: `selection_time_s`.
+    #[serde(with = "crate::serde_secs", rename = "selection_time_s")]
     pub selection_time: Duration,
     /// Depths run.
     pub depths: usize,
@@ -249,7 +258,8 @@ pub struct SearchStats {
     pub dropped: usize,
     /// Nodes pruned by selection.
     pub pruned: usize,
-    /// Wall-clock time of the search.
+    /// Wall-clock time of the search; JSON: `wall_time_s`.
+    #[serde(with = "crate::serde_secs", rename = "wall_time_s")]
     pub wall_time: Duration,
     /// Prompt tokens remote servers computed for this search's requests (0 in process).
     pub server_prompt_tokens_computed: u64,

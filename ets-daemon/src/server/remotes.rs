@@ -39,6 +39,7 @@ struct RemoteEntry {
     role: Option<String>,
     prm_profile: Option<String>,
     dialect: Option<String>,
+    timeout_secs: Option<u32>,
 }
 
 /// The default config file path, if the environment names one.
@@ -88,6 +89,7 @@ pub fn read_config(path: &Path) -> Result<Vec<RemoteModelSpec>, String> {
                 served_name: r.served_name,
                 prm_profile: r.prm_profile,
                 dialect: r.dialect,
+                timeout_secs: r.timeout_secs,
             };
             check(&spec).map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(spec)
@@ -129,6 +131,13 @@ pub fn check(spec: &RemoteModelSpec) -> Result<(), String> {
             "remote model `{name}` has {} endpoints (at most 256)",
             spec.endpoints.len()
         ));
+    }
+    if let Some(secs) = spec.timeout_secs {
+        if !(1..=3600).contains(&secs) {
+            return Err(format!(
+                "remote model `{name}`: timeout_secs {secs} is outside 1..=3600"
+            ));
+        }
     }
     for url in &spec.endpoints {
         if !(url.starts_with("http://") || url.starts_with("https://")) {

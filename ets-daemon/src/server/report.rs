@@ -167,9 +167,11 @@ impl Daemon {
         let count =
             |state: JobState| status.jobs.iter().filter(|j| j.state == state).count() as f64;
         metric(
-            "ets_jobs",
+            // Not `ets_jobs`: a parser strips `_total` from the counter below, and the two
+            // would collide as one family.
+            "ets_jobs_active",
             "gauge",
-            "Jobs by state.",
+            "Jobs queued or running, by state.",
             &[
                 ("{state=\"queued\"}".into(), count(JobState::Queued)),
                 ("{state=\"running\"}".into(), count(JobState::Running)),
@@ -224,7 +226,11 @@ impl Daemon {
                 .flat_map(|m| {
                     m.endpoints.iter().map(move |e| {
                         (
-                            format!("{{model=\"{}\",endpoint=\"{}\"}}", m.model, e.url),
+                            format!(
+                                "{{model=\"{}\",endpoint=\"{}\"}}",
+                                escape(&m.model),
+                                escape(&e.url)
+                            ),
                             value(e),
                         )
                     })

@@ -46,8 +46,9 @@ use crate::error::Error;
 use crate::profile::PrmProfile;
 use crate::prompt::PolicyOptions;
 
-/// Longest a single request may take (a step of a few hundred tokens on a busy server).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest a single request may take (a step of a few hundred tokens on a busy server), unless
+/// the model's `timeout_secs` says otherwise.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A loaded remote model: its endpoints, dialect and HTTP client.
 #[derive(Debug)]
@@ -337,7 +338,12 @@ pub fn load_remote(spec: &RemoteModelSpec) -> Result<Arc<dyn CausalLm>, Error> {
         .enable_all()
         .build()
         .map_err(|e| invalid(format!("starting the HTTP runtime: {e}")))?;
-    let http = Http::new(runtime.handle().clone(), REQUEST_TIMEOUT).map_err(invalid)?;
+    let timeout = match spec.timeout_secs {
+        Some(0) => return Err(invalid("timeout_secs must be at least 1".into())),
+        Some(secs) => Duration::from_secs(secs.into()),
+        None => DEFAULT_REQUEST_TIMEOUT,
+    };
+    let http = Http::new(runtime.handle().clone(), timeout).map_err(invalid)?;
     let pool = EndpointPool::new(&spec.endpoints, PoolOptions::default());
     let mut found: Option<(Dialect, String)> = None;
     let mut unreachable = Vec::new();

@@ -1,4 +1,5 @@
-//! The `ets` command line against the real daemon: `solve --json`, `ps`, `status`, `metrics`,
+//! The `ets` command line against the real daemon: every `--json` document checked against the
+//! schema file (`solve`, `--stream`, `ps`, `status`, `models list`, `metrics`, errors),
 //! the unreachable-daemon exit code, and auto-start (the README's first command).
 
 use std::process::{Command, Output};
@@ -6,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::shared;
 use crate::support::{binaries, models_dir, temp_dir};
+use crate::{schema, shared};
 
 fn ets(socket: &std::path::Path, args: &[&str]) -> Output {
     Command::new(&binaries().1)
@@ -46,30 +47,96 @@ fn solve_json_ps_status_and_metrics_speak_to_the_daemon() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    let result: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    assert_eq!(result["type"], "result");
+    let result = schema::one("result", &out.stdout);
+    assert_eq!(result["problem"], "What is 3 + 4?");
     assert_eq!(result["width"], 2);
     assert!(result["stats"]["nodes"].as_u64().unwrap() > 1, "{result}");
     assert!(
         result["stats"]["generated_tokens"].as_u64().unwrap() > 0,
         "{result}"
     );
+    assert!(
+        result["stats"]["wall_time_s"].as_f64().unwrap() > 0.0,
+        "{result}"
+    );
     assert!(result["nodes"].as_array().unwrap().len() > 1);
+
+    // --stream: one event document per line, then the result.
+    let mut args = vec!["--no-autostart", "--json", "solve", "--stream"];
+    args.extend(TINY);
+    args.extend(["--max-tokens", "16", "--seed", "6", "What is 2 + 2?"]);
+    let out = ets(socket, &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let (last, events) = lines.split_last().expect("lines");
+    schema::check("result", last);
+    assert!(events.len() >= 3, "{lines:?}");
+    for e in events {
+        schema::check("event", e);
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"]["search"]["depth-done"].is_object()),
+        "{events:?}"
+    );
 
     let out = ets(socket, &["--json", "ps"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
-        .is_array());
+    schema::one("jobs", &out.stdout);
 
     let out = ets(socket, &["--json", "status"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(status["jobs_done"].as_u64().unwrap() >= 1, "{status}");
+    let status = schema::one("status", &out.stdout);
+    assert!(status["jobs_done"].as_u64().unwrap() >= 2, "{status}");
+    assert!(
+        status["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["state"] == "ready"
+                && m["roles"].as_array().unwrap().contains(&"policy".into())),
+        "{status}"
+    );
 
-    let out = ets(socket, &["metrics"]);
+    let out = ets(socket, &["--json", "models", "list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let models = schema::one("models", &out.stdout);
+    assert!(
+        models["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["loaded"] == true),
+        "{models}"
+    );
+
+    let out = ets(socket, &["--json", "metrics"]);
     assert!(out.status.success());
-    assert!(text(&out.stdout).contains("ets_jobs_total{outcome=\"done\"}"));
+    let metrics = schema::one("metrics", &out.stdout);
+    assert!(metrics["text"]
+        .as_str()
+        .unwrap()
+        .contains("ets_jobs_total{outcome=\"done\"}"));
+
+    // A job the daemon refuses: an error document on stdout, exit 4.
+    let out = ets(
+        socket,
+        &[
+            "--no-autostart",
+            "--json",
+            "solve",
+            "--width",
+            "100000",
+            "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let error = schema::one("error", &out.stdout);
+    assert_eq!(error["error"]["kind"], "bad-request", "{error}");
 }
 
 #[test]
@@ -83,6 +150,14 @@ fn an_unreachable_daemon_exits_3_and_names_the_socket() {
         "{}",
         text(&out.stderr)
     );
+    let out = ets(&socket, &["--json", "status"]);
+    assert_eq!(out.status.code(), Some(3));
+    let error = schema::one("error", &out.stdout);
+    assert_eq!(error["error"]["kind"], "unreachable");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nobody.sock"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

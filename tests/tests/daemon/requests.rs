@@ -91,6 +91,67 @@ fn a_solve_streams_events_and_returns_a_result_with_stats() {
         .parse()
         .unwrap();
     assert!(done >= 1.0, "{text}");
+    check_exposition(&text);
+}
+
+/// The text-format rules a Prometheus (or OpenMetrics) parser enforces: every sample belongs to
+/// the family its `# TYPE` line announced just before, a family is announced once, label values
+/// are quoted, values are numbers, and no gauge's name is a counter's name without `_total`
+/// (OpenMetrics parsers strip the suffix, and the two would merge into one family).
+fn check_exposition(text: &str) {
+    use std::collections::BTreeMap;
+    let mut families: BTreeMap<String, String> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            assert!(
+                families.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "family {name} announced twice"
+            );
+            current = Some(name.to_owned());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample is `series value`");
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert_eq!(
+            Some(name),
+            current.as_deref(),
+            "sample outside its family: {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+                for pair in labels[1..labels.len() - 1].split("\",") {
+                    let (key, value) = pair.split_once('=').expect("label=value");
+                    assert!(
+                        key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "{line}"
+                    );
+                    assert!(value.starts_with('"'), "{line}");
+                }
+            }
+        }
+    }
+    for (name, kind) in &families {
+        if kind == "counter" {
+            let stem = name.strip_suffix("_total").expect("counters end in _total");
+            assert!(
+                !families.contains_key(stem),
+                "gauge {stem} collides with counter {name}"
+            );
+        }
+    }
 }
 
 fn outcome_texts(outcome: &SearchOutcome) -> Vec<String> {
@@ -135,31 +196,29 @@ fn sixteen_clients_get_their_own_results() {
             std::thread::spawn(move || {
                 let mut c = crate::support::Conn::open(&socket).unwrap();
                 c.hello().unwrap();
-                // All five submitted at once on one connection, then collected in any order.
-                let jobs: Vec<_> = (0..5)
-                    .map(|k| {
-                        (
-                            c.submit(request(&problems, k, format!("c{client}-p{k}"))),
-                            k,
-                        )
-                    })
-                    .collect();
-                let mut seen = 0;
-                while seen < jobs.len() {
-                    match c.recv().expect("results") {
-                        Response::Result { job, tag, outcome } => {
-                            let &(_, k) =
-                                jobs.iter().find(|(j, _)| *j == job).expect("a job of ours");
-                            assert_eq!(tag, Some(format!("c{client}-p{k}")), "tag of job {job}");
-                            assert_eq!(
-                                outcome_texts(&outcome),
-                                references[k],
-                                "client {client} problem {k}"
-                            );
-                            seen += 1;
-                        }
+                // All five sent before any reply is read (pipelined on one connection); the
+                // replies come in request order, the results in any order.
+                for k in 0..5 {
+                    let r = request(&problems, k, format!("c{client}-p{k}"));
+                    c.send(&Request::Solve(Box::new(r)));
+                }
+                let mut jobs = Vec::new();
+                let mut results = Vec::new();
+                while jobs.len() < 5 || results.len() < 5 {
+                    match c.recv().expect("replies and results") {
+                        Response::Accepted { job } => jobs.push(job),
+                        Response::Result { job, tag, outcome } => results.push((job, tag, outcome)),
                         other => panic!("client {client}: unexpected {other:?}"),
                     }
+                }
+                for (job, tag, outcome) in results {
+                    let k = jobs.iter().position(|j| *j == job).expect("a job of ours");
+                    assert_eq!(tag, Some(format!("c{client}-p{k}")), "tag of job {job}");
+                    assert_eq!(
+                        outcome_texts(&outcome),
+                        references[k],
+                        "client {client} problem {k}"
+                    );
                 }
             })
         })

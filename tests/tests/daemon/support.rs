@@ -1,7 +1,9 @@
 //! Starting the real `etsd` binary on a temporary socket, and a raw protocol client.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -99,7 +101,18 @@ impl Daemon {
     pub fn spawn(socket: &Path, dir: &Path, extra: &[&str]) -> Child {
         let (etsd, _) = binaries();
         std::fs::create_dir_all(dir).unwrap();
-        Command::new(etsd)
+        let mut command = Command::new(etsd);
+        // SAFETY: prctl(2) only, between fork and exec. The daemon gets SIGTERM when the thread
+        // that started it ends, so no daemon outlives the test process.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
             .arg("--socket")
             .arg(socket)
             .arg("--models-dir")
@@ -136,6 +149,26 @@ impl Daemon {
     /// What the daemon wrote to stderr.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("etsd.stderr")).unwrap_or_default()
+    }
+
+    /// Starts `etsd` owned by a thread that lives as long as the test process: it needs no
+    /// `--idle-exit` (which would end it under tests that leave it idle, on a slow machine), and
+    /// it still gets SIGTERM when the test process ends.
+    pub fn start_for_process(name: &'static str, extra: &'static [&'static str]) -> Daemon {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("etsd-{name}-owner"))
+            .spawn(move || {
+                let mut daemon = Daemon::start(name, extra);
+                let child = daemon.child.take();
+                tx.send(daemon).unwrap();
+                let _child = child;
+                loop {
+                    std::thread::park();
+                }
+            })
+            .unwrap();
+        rx.recv().expect("the daemon's owner thread started it")
     }
 
     /// A connected, greeted client.
@@ -183,9 +216,12 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     None
 }
 
-/// A raw protocol connection (blocking), for tests that need to see every frame.
+/// A raw protocol connection (blocking), for tests that need to see every frame. Job messages
+/// that arrive while it waits for a reply, or for another job's end, are held, never dropped:
+/// [`Conn::recv`] and [`Conn::finish`] see them later.
 pub struct Conn {
     pub stream: UnixStream,
+    held: VecDeque<Response>,
 }
 
 impl Conn {
@@ -193,7 +229,10 @@ impl Conn {
     pub fn open(socket: &Path) -> std::io::Result<Conn> {
         let stream = UnixStream::connect(socket)?;
         stream.set_read_timeout(Some(Duration::from_secs(300)))?;
-        Ok(Conn { stream })
+        Ok(Conn {
+            stream,
+            held: VecDeque::new(),
+        })
     }
 
     /// Exchanges Hello; returns the daemon's protocol version.
@@ -202,7 +241,7 @@ impl Conn {
             protocol: PROTOCOL_VERSION,
             client: "e2e".into(),
         });
-        match self.recv() {
+        match self.read() {
             Some(Response::Hello { protocol, .. }) => Ok(protocol),
             other => Err(format!("expected Hello, got {other:?}")),
         }
@@ -216,19 +255,27 @@ impl Conn {
         self.stream.write_all(bytes).expect("sending bytes");
     }
 
-    /// The next frame; `None` when the daemon closed the connection.
-    pub fn recv(&mut self) -> Option<Response> {
+    /// The next frame off the socket; `None` when the daemon closed the connection.
+    fn read(&mut self) -> Option<Response> {
         read_frame(&mut self.stream).ok().flatten()
     }
 
-    /// Sends a request and returns its reply, collecting job messages seen meanwhile.
+    /// The next message: a held job message first, else the next frame; `None` when the daemon
+    /// closed the connection.
+    pub fn recv(&mut self) -> Option<Response> {
+        self.held.pop_front().or_else(|| self.read())
+    }
+
+    /// Sends a request and returns its reply (the first frame that belongs to no job), holding
+    /// job messages seen meanwhile.
     pub fn request(&mut self, request: &Request) -> Response {
         self.send(request);
         loop {
-            let r = self.recv().expect("a reply");
+            let r = self.read().expect("a reply");
             if r.job().is_none() {
                 return r;
             }
+            self.held.push_back(r);
         }
     }
 
@@ -249,27 +296,37 @@ impl Conn {
     }
 
     /// Reads until job `job` ends; returns its events and final message.
+    /// Other jobs' messages, and replies, are held for later.
     pub fn finish(&mut self, job: JobId) -> (Vec<JobEvent>, Response) {
         let mut events = Vec::new();
-        loop {
-            match self.recv().expect("the job's messages") {
+        let mut others = VecDeque::new();
+        let mut held = std::mem::take(&mut self.held);
+        let end = loop {
+            let r = match held.pop_front() {
+                Some(r) => r,
+                None => self.read().expect("the job's messages"),
+            };
+            match r {
                 Response::Event { job: j, event } if j == job => events.push(event),
                 r @ (Response::Result { .. }
                 | Response::Failed { .. }
                 | Response::Cancelled { .. })
                     if r.job() == Some(job) =>
                 {
-                    return (events, r)
+                    break r
                 }
-                _ => {}
+                other => others.push_back(other),
             }
-        }
+        };
+        others.extend(held);
+        self.held = others;
+        (events, end)
     }
 
     /// Reads whatever the daemon sends until it closes (true) or `limit` passes (false).
     pub fn drain(&mut self, limit: Duration) -> (Vec<Response>, bool) {
         self.stream.set_read_timeout(Some(limit)).unwrap();
-        let mut seen = Vec::new();
+        let mut seen: Vec<Response> = self.held.drain(..).collect();
         loop {
             match read_frame(&mut self.stream) {
                 Ok(Some(r)) => seen.push(r),
