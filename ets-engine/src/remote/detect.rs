@@ -87,14 +87,22 @@ pub(super) fn check_capabilities(remote: &Remote) -> Result<(), String> {
         remote.dialect,
         &remote.served_name,
     );
+    // Only an answer says the server lacks something; a connection that failed (a kept-alive
+    // connection the server had just closed, a server still starting) is retried, and if it
+    // keeps failing the error says the check could not be made.
     let lacks = |what: &str, e: HttpError| match e {
-        HttpError::Attempt(AttemptError::Transient(m) | AttemptError::Permanent(m)) => {
+        HttpError::Attempt(AttemptError::Permanent(m)) => {
             format!("endpoint {base} ({}) lacks {what}: {m}", d.name())
+        }
+        HttpError::Attempt(AttemptError::Transient(m)) => {
+            format!(
+                "endpoint {base} ({}) failed the check for {what}: {m}",
+                d.name()
+            )
         }
         HttpError::Stopped => "stopped".into(),
     };
-    let ids = d
-        .tokenize(http, base, "Hello", false, model)
+    let ids = retried(|| d.tokenize(http, base, "Hello", false, model))
         .map_err(|e| lacks("tokenize", e))?;
     if ids.is_empty() {
         return Err(format!("endpoint {base} tokenizes `Hello` to no tokens"));
@@ -108,14 +116,13 @@ pub(super) fn check_capabilities(remote: &Remote) -> Result<(), String> {
         delimiter: "\n\n",
         model,
     };
-    d.complete(http, base, &step, None).map_err(|e| {
+    retried(|| d.complete(http, base, &step, None)).map_err(|e| {
         lacks(
             "completions from token ids with the sampled token ids returned",
             e,
         )
     })?;
-    let next = d
-        .next_token_logprobs(http, base, &ids, 2, model, None)
+    let next = retried(|| d.next_token_logprobs(http, base, &ids, 2, model, None))
         .map_err(|e| lacks("next-token log-probabilities", e))?;
     if next.top.is_empty() {
         return Err(format!(
@@ -123,4 +130,19 @@ pub(super) fn check_capabilities(remote: &Remote) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `call`, tried again after 0.2, 0.4 and 0.8 s while it fails transiently.
+fn retried<T>(mut call: impl FnMut() -> Result<T, HttpError>) -> Result<T, HttpError> {
+    let mut wait = std::time::Duration::from_millis(200);
+    for _ in 0..3 {
+        match call() {
+            Err(HttpError::Attempt(AttemptError::Transient(_))) => {
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    call()
 }

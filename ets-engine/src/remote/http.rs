@@ -63,9 +63,11 @@ impl Http {
 
     /// GETs `url` with a short timeout; true on any 2xx.
     pub fn probe(&self, url: &str) -> bool {
-        let request = self.client.get(url).timeout(Duration::from_secs(2)).send();
+        let request = self.client.get(url).timeout(Duration::from_secs(2));
+        // `send` arms the timeout's timer, so it runs inside the runtime (a prober thread is
+        // outside every runtime context).
         self.handle
-            .block_on(request)
+            .block_on(async move { request.send().await })
             .is_ok_and(|r| r.status().is_success())
     }
 

@@ -417,8 +417,14 @@ fn start_prober(remote: Weak<Remote>) {
             };
             std::thread::sleep(every);
             let Some(r) = remote.upgrade() else { return };
-            r.pool
-                .probe_down(|e| r.http.probe(&format!("{}/health", e.url)));
+            // A bug in one probe must not end probing: down endpoints would stay down.
+            let probed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                r.pool
+                    .probe_down(|e| r.http.probe(&format!("{}/health", e.url)))
+            }));
+            if probed.is_err() {
+                tracing::error!(model = %r.name, "probing down endpoints panicked");
+            }
         });
 }
 

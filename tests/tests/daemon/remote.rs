@@ -187,7 +187,12 @@ fn cancelling_a_remote_job_stops_the_servers_work() {
 }
 
 #[test]
-fn the_judge_score_from_llama_server_agrees_with_the_native_engine() {
+/// Measured here (SmolLM2-135M Q8_0): on the same token ids llama-server's verdict differs from
+/// the native engine's by about 0.02 (its Q8_0 activations and f16 K/V against native f32); the
+/// server also tokenizes `\n\n` before a word as two `\n` tokens where the native tokenizer
+/// uses one, and batches concurrent requests, so its scores move by a few hundredths between
+/// runs (gaps of 0.015 to 0.07 seen). 0.1 still catches a wrong label, template or prompt.
+fn the_judge_score_from_llama_server_is_close_to_the_native_engines() {
     use ets_engine::{load_causal_lm, load_remote_model, EngineKind, LoadContext, ModelFiles};
     let server = LlamaServer::start(free_port());
     let remote = load_remote_model(&RemoteModelSpec {
@@ -226,7 +231,7 @@ fn the_judge_score_from_llama_server_agrees_with_the_native_engine() {
     for ((steps, r), n) in trajectories.iter().zip(&r).zip(&n) {
         let (r, n) = (r.expect("a remote score"), n.expect("a native score"));
         assert!(
-            (r - n).abs() < 1e-2,
+            (r - n).abs() < 0.1,
             "{steps:?}: remote {r:.4} vs native {n:.4}"
         );
     }
