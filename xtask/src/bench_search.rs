@@ -711,7 +711,8 @@ fn markdown_table(records: &[SearchRecord]) -> String {
     if native_s > 0.0 && remote_s > 0.0 {
         out += &format!(
             "\nAll searches: native {native_s:.1} s for {native_tok} tokens, llama-server \
-             {remote_s:.1} s for {remote_tok} tokens: {:.2}× the wall time, {:.2}× the tok/s.\n",
+             {remote_s:.1} s for {remote_tok} tokens: llama-server took {:.2}× native's wall \
+             time; native's tok/s is {:.2}× llama-server's.\n",
             remote_s / native_s,
             (native_tok as f64 / native_s) / (remote_tok as f64 / remote_s).max(1e-9),
         );
