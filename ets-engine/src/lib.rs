@@ -33,6 +33,7 @@ mod engines;
 mod error;
 mod files;
 pub mod gguf;
+mod gguf_text;
 #[cfg(feature = "mistralrs")]
 pub mod mistralrs;
 #[cfg(feature = "native")]
@@ -51,5 +52,6 @@ pub use engines::{
 };
 pub use error::Error;
 pub use files::{disk_bytes, ModelFiles};
+pub use gguf_text::{ChatRole, Encoded, GgufText};
 pub use profile::{PrmFormat, PrmProfile, ResolvedProfile, BUILTIN_PROFILES};
 pub use prompt::{PolicyOptions, DEFAULT_SYSTEM_PROMPT};

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::error::Error;
+use crate::gguf_text::ChatRole;
 
 const MATH_SHEPHERD: &str = include_str!("../profiles/math-shepherd.toml");
 const RLHFLOW: &str = include_str!("../profiles/rlhflow.toml");
@@ -220,15 +221,7 @@ pub(crate) enum Rendered {
     /// Plain text, tokenized with special tokens; it ends with the step tag.
     Text(String),
     /// Chat turns `(role, content)`, rendered by the model's template with a generation prompt.
-    Chat(Vec<(Role, String)>),
-}
-
-/// A chat role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    System,
-    User,
-    Assistant,
+    Chat(Vec<(ChatRole, String)>),
 }
 
 impl ResolvedProfile {
@@ -257,18 +250,18 @@ impl ResolvedProfile {
             PrmFormat::Chat => {
                 let mut turns = Vec::with_capacity(2 * steps.len() + 1);
                 if let Some(system) = &p.system_prompt {
-                    turns.push((Role::System, system.clone()));
+                    turns.push((ChatRole::System, system.clone()));
                 }
                 for (i, s) in steps.iter().enumerate() {
                     if i > 0 {
-                        turns.push((Role::Assistant, p.good.clone()));
-                        turns.push((Role::User, step(i + 1, s)));
+                        turns.push((ChatRole::Assistant, p.good.clone()));
+                        turns.push((ChatRole::User, step(i + 1, s)));
                     } else {
                         let first = fill(
                             &p.problem_template,
                             &[("problem", problem), ("step", s.trim())],
                         );
-                        turns.push((Role::User, first));
+                        turns.push((ChatRole::User, first));
                     }
                 }
                 Rendered::Chat(turns)
@@ -296,9 +289,9 @@ impl ResolvedProfile {
                 );
                 let mut turns = Vec::with_capacity(2);
                 if let Some(system) = &p.system_prompt {
-                    turns.push((Role::System, system.clone()));
+                    turns.push((ChatRole::System, system.clone()));
                 }
-                turns.push((Role::User, user));
+                turns.push((ChatRole::User, user));
                 Rendered::Chat(turns)
             }
         }

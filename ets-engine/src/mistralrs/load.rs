@@ -13,7 +13,8 @@ use mistralrs::model_builder_trait::{
 };
 use mistralrs::{
     Constraint, CustomLogitsProcessor, GgufModelBuilder, Model, NormalRequest, Request,
-    RequestMessage, Response, SamplingParams, TextMessages, TextModelBuilder, TokenSource,
+    RequestMessage, Response, SamplingParams, TextMessageRole, TextMessages, TextModelBuilder,
+    TokenSource,
 };
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -21,6 +22,7 @@ use tokio::sync::mpsc::{Receiver, Sender};
 use super::controller::LogitsRecorder;
 use crate::error::Error;
 use crate::files::ModelFiles;
+use crate::gguf_text::{ChatRole, GgufText};
 use crate::sampling::DelimiterGuard;
 
 /// How to load an engine.
@@ -58,6 +60,10 @@ pub struct LlmEngine {
     runtime: tokio::runtime::Runtime,
     model: Model,
     tokenizer: Arc<Tokenizer>,
+    /// A GGUF model's own tokenizer and template: text is encoded here and mistral.rs gets
+    /// token ids, because mistral.rs 0.8.1 splits every BPE GGUF's text with Qwen2's rule
+    /// (see `gguf_text`). `None` for safetensors models (their `tokenizer.json` is exact).
+    gguf_text: Option<GgufText>,
     eos: Arc<Vec<u32>>,
     token_texts: Vec<String>,
     guards: Mutex<HashMap<String, Arc<DelimiterGuard>>>,
@@ -81,10 +87,11 @@ impl LlmEngine {
     /// Loads a model from local files.
     pub fn load(files: &ModelFiles, options: &LoadOptions) -> Result<Self, Error> {
         files.check()?;
-        if let Some(path) = files.gguf_path() {
-            // Sizes checked against the file before mistral.rs' reader allocates them.
-            crate::gguf::GgufHeader::read(&path)?;
-        }
+        // Sizes checked against the file before mistral.rs' reader allocates them.
+        let gguf_text = files
+            .gguf_path()
+            .map(|path| GgufText::from_file(&path))
+            .transpose()?;
         std::fs::create_dir_all(&options.hf_home)
             .map_err(|e| Error::io("creating", &options.hf_home, e))?;
         if std::env::var_os("HF_HOME").as_deref() != Some(options.hf_home.as_os_str()) {
@@ -137,7 +144,10 @@ impl LlmEngine {
             let model = build_model_from_pipeline(pipeline, scheduler, add_config).await;
             Ok::<_, Error>((model, tokenizer, eos))
         })?;
-        let tokenizer = tokenizer.ok_or_else(|| Error::tokenizer("the model has no tokenizer"))?;
+        let tokenizer = match &gguf_text {
+            Some(text) => text.tokenizer().clone(),
+            None => tokenizer.ok_or_else(|| Error::tokenizer("the model has no tokenizer"))?,
+        };
         let token_texts = (0..tokenizer.get_vocab_size(true) as u32)
             .map(|id| tokenizer.decode(&[id], false).unwrap_or_default())
             .collect();
@@ -145,6 +155,7 @@ impl LlmEngine {
             runtime,
             model,
             tokenizer,
+            gguf_text,
             eos: Arc::new(eos),
             token_texts,
             guards: Mutex::new(HashMap::new()),
@@ -195,14 +206,26 @@ impl LlmEngine {
     }
 
     /// Token ids of a chat rendered by the model's template, generation prompt appended.
-    pub fn encode_chat(&self, messages: TextMessages) -> Result<Vec<u32>, Error> {
-        self.block_on(self.encode_chat_async(messages))
+    pub fn encode_chat(&self, turns: &[(ChatRole, String)]) -> Result<Vec<u32>, Error> {
+        self.block_on(self.encode_chat_async(turns))
     }
 
     pub(crate) async fn encode_chat_async(
         &self,
-        messages: TextMessages,
+        turns: &[(ChatRole, String)],
     ) -> Result<Vec<u32>, Error> {
+        if let Some(text) = &self.gguf_text {
+            return text.encode_chat(turns);
+        }
+        let mut messages = TextMessages::new();
+        for (role, content) in turns {
+            let role = match role {
+                ChatRole::System => TextMessageRole::System,
+                ChatRole::User => TextMessageRole::User,
+                ChatRole::Assistant => TextMessageRole::Assistant,
+            };
+            messages = messages.add_message(role, content);
+        }
         self.model
             .tokenize(Either::Left(messages), None, true, true, None)
             .await

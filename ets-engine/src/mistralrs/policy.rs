@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use ets_core::{BackendError, Continuation, ExpandRequest, FinishReason, Policy};
-use mistralrs::{TextMessageRole, TextMessages};
 
 use super::controller::StepController;
 use super::load::LlmEngine;
 use crate::error::Error;
+use crate::gguf_text::ChatRole;
 use crate::prompt::PolicyOptions;
 use crate::sampling;
 use crate::sampling::StepSpec;
@@ -81,12 +81,12 @@ impl MistralPolicy {
 
 impl Policy for MistralPolicy {
     fn encode_prompt(&mut self, problem: &str) -> Result<Vec<u32>, BackendError> {
-        let mut messages = TextMessages::new();
+        let mut turns = Vec::with_capacity(2);
         if let Some(system) = &self.options.system_prompt {
-            messages = messages.add_message(TextMessageRole::System, system);
+            turns.push((ChatRole::System, system.clone()));
         }
-        messages = messages.add_message(TextMessageRole::User, problem);
-        Ok(self.engine.encode_chat(messages)?)
+        turns.push((ChatRole::User, problem.to_owned()));
+        Ok(self.engine.encode_chat(&turns)?)
     }
 
     fn expand(

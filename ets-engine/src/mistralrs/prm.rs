@@ -10,12 +10,11 @@
 use std::sync::Arc;
 
 use ets_core::{BackendError, Reward, ScoreRequest};
-use mistralrs::{TextMessageRole, TextMessages};
 
 use super::controller::ScoreProbe;
 use super::load::LlmEngine;
 use crate::error::Error;
-use crate::profile::{PrmProfile, Rendered, ResolvedProfile, Role};
+use crate::profile::{PrmProfile, Rendered, ResolvedProfile};
 
 /// ets-core's [`Reward`] on an [`LlmEngine`] and a [`PrmProfile`].
 #[derive(Debug, Clone)]
@@ -60,18 +59,7 @@ impl MistralReward {
                 }
                 Ok(ids)
             }
-            Rendered::Chat(turns) => {
-                let mut messages = TextMessages::new();
-                for (role, content) in turns {
-                    let role = match role {
-                        Role::System => TextMessageRole::System,
-                        Role::User => TextMessageRole::User,
-                        Role::Assistant => TextMessageRole::Assistant,
-                    };
-                    messages = messages.add_message(role, content);
-                }
-                self.engine.encode_chat_async(messages).await
-            }
+            Rendered::Chat(turns) => self.engine.encode_chat_async(&turns).await,
         }
     }
 

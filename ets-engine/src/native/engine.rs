@@ -16,8 +16,8 @@ use half::f16;
 use super::attention::{tree_attention, Heads, KvSlice, RowParts};
 use super::kv::{with_slices, KvElem, KvPrecision, KvSegment, PendingKv};
 use super::model::{self, apply_rope, ModelConfig, WeightMode, Weights};
-use super::text::GgufText;
 use crate::error::Error;
+use crate::gguf_text::GgufText;
 
 /// Which logits a sequence wants back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

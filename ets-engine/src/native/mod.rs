@@ -27,15 +27,14 @@ mod kv;
 mod model;
 mod policy;
 mod prm;
-mod text;
 
+pub use crate::gguf_text::{ChatRole, Encoded, GgufText};
 pub use embed::{PolicyStepEmbedder, StepEmbeddings};
 pub use engine::{Logits, NativeEngine, SeqInput, SeqOutput};
 pub use kv::{KvPrecision, KvSegment, PendingKv};
 pub use model::{ModelConfig, RopeStyle, WeightMode, NATIVE_ARCHITECTURES};
 pub use policy::{NativePolicy, NativePolicyOptions};
 pub use prm::{NativeReward, ScoreLayout};
-pub use text::{ChatRole, Encoded, GgufText};
 
 use std::sync::Arc;
 

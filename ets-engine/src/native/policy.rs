@@ -24,8 +24,8 @@ use ets_kvtree::{KvStats, KvTree, NodeId};
 use super::embed::StepEmbeddings;
 use super::engine::{Logits, NativeEngine, SeqInput};
 use super::kv::{KvSegment, PendingKv};
-use super::text::ChatRole;
 use crate::error::Error;
+use crate::gguf_text::ChatRole;
 use crate::prompt::PolicyOptions;
 use crate::sampling::{child_stream, sample_step, DelimiterGuard, StepRecord, StepSpec};
 

@@ -30,9 +30,9 @@ use ets_kvtree::{KvStats, KvTree, NodeId};
 use super::engine::{Logits, NativeEngine, SeqInput};
 use super::kv::{KvSegment, PendingKv};
 use super::policy::{hold_only, segments};
-use super::text::{ChatRole, Encoded};
 use crate::error::Error;
-use crate::profile::{PrmProfile, Rendered, ResolvedProfile, Role};
+use crate::gguf_text::Encoded;
+use crate::profile::{PrmProfile, Rendered, ResolvedProfile};
 
 /// Marks placeholder steps and step ends while finding cut points (never whitespace, so a
 /// step's `trim` keeps it).
@@ -129,20 +129,7 @@ impl NativeReward {
     fn text(&self, problem: &str, steps: &[&str]) -> Result<String, Error> {
         match self.profile.render(problem, steps) {
             Rendered::Text(text) => Ok(text),
-            Rendered::Chat(turns) => {
-                let turns: Vec<(ChatRole, String)> = turns
-                    .into_iter()
-                    .map(|(role, content)| {
-                        let role = match role {
-                            Role::System => ChatRole::System,
-                            Role::User => ChatRole::User,
-                            Role::Assistant => ChatRole::Assistant,
-                        };
-                        (role, content)
-                    })
-                    .collect();
-                self.engine.text().render_chat(&turns)
-            }
+            Rendered::Chat(turns) => self.engine.text().render_chat(&turns),
         }
     }
 

@@ -13,7 +13,7 @@ use ets_core::{BackendError, Reward, ScoreRequest, StopHandle};
 
 use super::{run_parallel, PromptCounter, Remote};
 use crate::error::Error;
-use crate::profile::{PrmFormat, PrmProfile, Rendered, ResolvedProfile, Role};
+use crate::profile::{PrmFormat, PrmProfile, Rendered, ResolvedProfile};
 
 /// Next-token candidates asked for; a label outside them counts as no more likely than the
 /// least likely one listed.
@@ -72,14 +72,7 @@ impl RemoteReward {
             Rendered::Chat(turns) => {
                 let turns: Vec<(&str, &str)> = turns
                     .iter()
-                    .map(|(role, content)| {
-                        let role = match role {
-                            Role::System => "system",
-                            Role::User => "user",
-                            Role::Assistant => "assistant",
-                        };
-                        (role, content.as_str())
-                    })
+                    .map(|(role, content)| (role.as_str(), content.as_str()))
                     .collect();
                 self.remote.chat_ids(self.job_key, &turns, stop)
             }

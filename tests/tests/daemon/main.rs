@@ -16,6 +16,7 @@ mod requests;
 mod robustness;
 mod schema;
 mod support;
+mod tokenizer_reference;
 
 use std::sync::OnceLock;
 

@@ -1,11 +1,14 @@
 //! Text side of a GGUF model: its tokenizer, chat template and end-of-sequence ids, read from
 //! the file's `tokenizer.*` metadata.
 //!
-//! The tokenizer is built the way mistral.rs 0.8.1 builds it from the same metadata (BPE with
-//! the same split pattern and byte-level pieces for `gpt2`, Unigram for `llama`, every token
-//! whose type is not "normal" added as a special token), so both engines see the same token
-//! ids for the same text. The chat template is rendered with minijinja under the settings
-//! mistral.rs uses (`trim_blocks`, `lstrip_blocks`, Python string methods).
+//! The tokenizer follows the file's own rules: byte-level BPE for `gpt2` with the split of its
+//! `tokenizer.ggml.pre` family (`bpe_split.rs`; checked against Hugging Face's tokenizations),
+//! Unigram for `llama`, every token whose type is not "normal" added as a special token.
+//! mistral.rs 0.8.1 gives every `gpt2` file Qwen2's split instead, which tokenizes SmolLM2's
+//! paragraph breaks differently from the way the model was trained; the mistral.rs engine
+//! therefore encodes GGUF text with this tokenizer too. The chat template is rendered with
+//! minijinja under the settings mistral.rs uses (`trim_blocks`, `lstrip_blocks`, Python string
+//! methods).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,15 +21,13 @@ use tokenizers::decoders::{byte_fallback::ByteFallback, fuse::Fuse, strip::Strip
 use tokenizers::models::bpe::{BpeBuilder, Vocab};
 use tokenizers::models::unigram::Unigram;
 use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::byte_level::ByteLevel as ByteLevelProcessor;
-use tokenizers::tokenizer::normalizer::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, Tokenizer};
 
+mod bpe_split;
+
 use crate::error::Error;
+use bpe_split::BpeSplit;
 
 /// End-of-sequence strings mistral.rs also stops on when the vocabulary and the chat template
 /// both have them.
@@ -41,9 +42,6 @@ const ALTERNATE_EOS: &[&str] = &[
     "<|channel|>",
 ];
 
-/// The split pattern mistral.rs gives every `gpt2` (BPE) GGUF tokenizer.
-const BPE_SPLIT: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
 /// A chat role as the template sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChatRole {
@@ -56,7 +54,8 @@ pub enum ChatRole {
 }
 
 impl ChatRole {
-    fn as_str(self) -> &'static str {
+    /// The role's name in chat templates and chat APIs.
+    pub fn as_str(self) -> &'static str {
         match self {
             ChatRole::System => "system",
             ChatRole::User => "user",
@@ -99,6 +98,19 @@ fn id(content: &Content, key: &str) -> Option<u32> {
 }
 
 impl GgufText {
+    /// Reads the text side of the GGUF file at `path` alone (its header is checked against the
+    /// file's size first, as every GGUF the engines open is).
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
+        crate::gguf::GgufHeader::read(path)?;
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+        let content = Content::read(&mut file).map_err(|e| Error::Candle {
+            what: "reading GGUF header of",
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::from_gguf(&content, path)
+    }
+
     /// Reads the tokenizer, template and stop ids from `content` (`path` names the file in
     /// errors).
     pub fn from_gguf(content: &Content, path: &Path) -> Result<Self, Error> {
@@ -131,22 +143,21 @@ impl GgufText {
                     .enumerate()
                     .map(|(i, t)| (t.clone(), i as u32))
                     .collect();
-                let mut bpe = BpeBuilder::new().vocab_and_merges(vocab, merges);
+                let pre = content
+                    .metadata
+                    .get("tokenizer.ggml.pre")
+                    .and_then(|v| v.to_string().ok())
+                    .map(String::as_str);
+                let split = BpeSplit::for_pre(pre).map_err(&bad)?;
+                let mut bpe = BpeBuilder::new()
+                    .vocab_and_merges(vocab, merges)
+                    .ignore_merges(split.ignore_merges());
                 if let Some(unk) = unk_id.and_then(name) {
                     bpe = bpe.unk_token(unk);
                 }
                 let bpe = bpe.build().map_err(|e| bad(e.to_string()))?;
                 let mut t = Tokenizer::new(ModelWrapper::BPE(bpe));
-                let split = Split::new(
-                    SplitPattern::Regex(BPE_SPLIT.to_owned()),
-                    SplitDelimiterBehavior::Isolated,
-                    false,
-                )
-                .map_err(|e| bad(e.to_string()))?;
-                t.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
-                    PreTokenizerWrapper::Split(split),
-                    PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)),
-                ]))));
+                t.with_pre_tokenizer(Some(split.pre_tokenizer().map_err(&bad)?));
                 t.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::new(
                     false, false, false,
                 ))));
