@@ -2,8 +2,10 @@
 //! the file's `tokenizer.*` metadata.
 //!
 //! The tokenizer follows the file's own rules: byte-level BPE for `gpt2` with the split of its
-//! `tokenizer.ggml.pre` family (`bpe_split.rs`; checked against Hugging Face's tokenizations),
-//! Unigram for `llama`, every token whose type is not "normal" added as a special token.
+//! `tokenizer.ggml.pre` family (`bpe_split.rs`), SentencePiece BPE with byte fallback for
+//! `llama` (`spm.rs`), every token whose type is not "normal" added as a special token; both
+//! checked id for id against Hugging Face's tokenizations (`tests/tests/daemon/
+//! tokenizer_reference.rs`).
 //! mistral.rs 0.8.1 gives every `gpt2` file Qwen2's split instead, which tokenizes SmolLM2's
 //! paragraph breaks differently from the way the model was trained; the mistral.rs engine
 //! therefore encodes GGUF text with this tokenizer too. The chat template is rendered with
@@ -14,7 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::Content;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::decoders::{byte_fallback::ByteFallback, fuse::Fuse, strip::Strip};
@@ -25,6 +27,7 @@ use tokenizers::processors::byte_level::ByteLevel as ByteLevelProcessor;
 use tokenizers::{AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, Tokenizer};
 
 mod bpe_split;
+mod spm;
 
 use crate::error::Error;
 use bpe_split::BpeSplit;
@@ -97,6 +100,45 @@ fn id(content: &Content, key: &str) -> Option<u32> {
         .or_else(|| v.to_u64().ok().map(|x| x as u32))
 }
 
+/// `tokenizer.ggml.token_type` (1 = normal, 2 = unknown, 3 = control, 6 = byte, …).
+fn token_types(content: &Content) -> Option<Vec<i32>> {
+    let items = content
+        .metadata
+        .get("tokenizer.ggml.token_type")?
+        .to_vec()
+        .ok()?;
+    Some(items.iter().map(|v| v.to_i32().unwrap_or(1)).collect())
+}
+
+/// The normalizer and decoder of SentencePiece vocabularies: spaces are `▁`, a `▁` is put
+/// before the text unless `tokenizer.ggml.add_space_prefix` is false, unknown bytes come back
+/// from `<0xNN>` pieces.
+fn sentencepiece_text(t: &mut Tokenizer, content: &Content) -> tokenizers::Result<()> {
+    let prefix = content
+        .metadata
+        .get("tokenizer.ggml.add_space_prefix")
+        .and_then(|v| v.to_bool().ok())
+        .unwrap_or(true);
+    let replace = DecoderWrapper::Replace(tokenizers::normalizers::Replace::new("▁", " ")?);
+    let mut decoders = vec![
+        replace,
+        DecoderWrapper::ByteFallback(ByteFallback::default()),
+        DecoderWrapper::Fuse(Fuse::default()),
+    ];
+    let mut normalizers = vec![NormalizerWrapper::Replace(Replace::new(" ", "▁")?)];
+    if prefix {
+        decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+        normalizers.insert(0, NormalizerWrapper::Prepend(Prepend::new("▁".into())));
+    }
+    t.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(
+        decoders,
+    ))));
+    t.with_normalizer(Some(NormalizerWrapper::Sequence(NormalizerSequence::new(
+        normalizers,
+    ))));
+    Ok(())
+}
+
 impl GgufText {
     /// Reads the text side of the GGUF file at `path` alone (its header is checked against the
     /// file's size first, as every GGUF the engines open is).
@@ -162,14 +204,40 @@ impl GgufText {
                     false, false, false,
                 ))));
                 t.with_post_processor(Some(ByteLevelProcessor::new(false, false, false)));
-                for special in [bos_id, Some(eos_id), unk_id].into_iter().flatten() {
-                    if let Some(s) = name(special) {
-                        t.add_special_tokens(&[AddedToken::from(s, true)]);
-                    }
-                }
                 t
             }
-            "llama" | "replit" => {
+            "llama" => {
+                let scores: Vec<f32> = match content.metadata.get("tokenizer.ggml.scores") {
+                    Some(v) => v
+                        .to_vec()
+                        .map_err(|e| bad(e.to_string()))?
+                        .iter()
+                        .map(|s| s.to_f32().unwrap_or(f32::NEG_INFINITY))
+                        .collect(),
+                    None => return Err(bad("a SentencePiece tokenizer needs scores".into())),
+                };
+                // Only normal pieces (type 1) are merged; byte pieces (<0x0A>) are the fallback.
+                let types = token_types(content);
+                let normal = |i: usize| types.as_ref().is_none_or(|t| t.get(i) == Some(&1));
+                let merges = spm::merges_by_score(&tokens, &scores, normal);
+                let vocab: Vocab = tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.clone(), i as u32))
+                    .collect();
+                let mut bpe = BpeBuilder::new()
+                    .vocab_and_merges(vocab, merges)
+                    .byte_fallback(true)
+                    .fuse_unk(true);
+                if let Some(unk) = unk_id.and_then(name) {
+                    bpe = bpe.unk_token(unk);
+                }
+                let bpe = bpe.build().map_err(|e| bad(e.to_string()))?;
+                let mut t = Tokenizer::new(ModelWrapper::BPE(bpe));
+                sentencepiece_text(&mut t, content).map_err(|e| bad(e.to_string()))?;
+                t
+            }
+            "replit" => {
                 let scores: Vec<f64> = match content.metadata.get("tokenizer.ggml.scores") {
                     Some(v) => v
                         .to_vec()
@@ -184,44 +252,23 @@ impl GgufText {
                 let unigram = Unigram::from(vocab, Some(unk as usize), true)
                     .map_err(|e| bad(e.to_string()))?;
                 let mut t = Tokenizer::new(ModelWrapper::Unigram(unigram));
-                let replace = tokenizers::decoders::DecoderWrapper::Replace(
-                    tokenizers::normalizers::Replace::new("▁", " ")
-                        .map_err(|e| bad(e.to_string()))?,
-                );
-                t.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(vec![
-                    replace,
-                    DecoderWrapper::ByteFallback(ByteFallback::default()),
-                    DecoderWrapper::Fuse(Fuse::default()),
-                    DecoderWrapper::Strip(Strip::new(' ', 1, 0)),
-                ]))));
-                t.with_normalizer(Some(NormalizerWrapper::Sequence(NormalizerSequence::new(
-                    vec![
-                        NormalizerWrapper::Prepend(Prepend::new("▁".into())),
-                        NormalizerWrapper::Replace(
-                            Replace::new(" ", "▁").map_err(|e| bad(e.to_string()))?,
-                        ),
-                    ],
-                ))));
-                for special in [bos_id, Some(eos_id), Some(unk)].into_iter().flatten() {
-                    if let Some(s) = name(special) {
-                        t.add_special_tokens(&[AddedToken::from(s, true)]);
-                    }
-                }
+                sentencepiece_text(&mut t, content).map_err(|e| bad(e.to_string()))?;
                 t
             }
             other => return Err(bad(format!("tokenizer model {other:?} is not supported"))),
         };
-        if let Some(Ok(types)) = content
-            .metadata
-            .get("tokenizer.ggml.token_type")
-            .map(Value::to_vec)
-        {
+        if let Some(types) = token_types(content) {
             if types.len() == tokens.len() {
                 for (t, ty) in tokens.iter().zip(types) {
-                    if ty.to_i32().unwrap_or(1) != 1 {
+                    if ty != 1 {
                         tokenizer.add_special_tokens(&[AddedToken::from(t.clone(), true)]);
                     }
                 }
+            }
+        }
+        for special in [bos_id, Some(eos_id), unk_id].into_iter().flatten() {
+            if let Some(s) = name(special) {
+                tokenizer.add_special_tokens(&[AddedToken::from(s, true)]);
             }
         }
         let template = content

@@ -17,9 +17,13 @@ use ets_engine::GgufText;
 
 use crate::llama_server::{binary, free_port, smol_gguf, LlamaServer};
 
-/// The vocabulary test files of the families the native engine supports (`gpt2` BPE files;
-/// `llama-spm` is the SentencePiece family of Llama 2 / Mistral GGUFs).
+/// The vocabulary test files of the families the native engine supports: SentencePiece BPE
+/// (`llama-spm`, `phi-3`: Llama 2, Mistral) and byte-level BPE of each `tokenizer.ggml.pre`
+/// family (before this test, `llama-spm` gave `"Hello world"` six pieces instead of two).
 const FAMILIES: &[&str] = &[
+    "llama-spm",
+    "phi-3",
+    "mpt",
     "gpt-2",
     "starcoder",
     "refact",
