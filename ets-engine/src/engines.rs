@@ -111,6 +111,11 @@ pub trait CausalLm: Send + Sync + std::fmt::Debug {
 pub trait TextEmbedder: Send + Sync + std::fmt::Debug {
     /// One unit-length vector per text.
     fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error>;
+
+    /// A remote embedder's endpoints with their health (none for a local one).
+    fn endpoints(&self) -> Vec<ets_core::protocol::EndpointInfo> {
+        Vec::new()
+    }
 }
 
 /// What loading needs besides the model's files.
@@ -208,6 +213,21 @@ pub fn auto_engine(files: &ModelFiles) -> Result<EngineKind, Error> {
     }
     let _ = arch;
     Ok(fallback)
+}
+
+/// Loads a remote model as the step embedder (`/v1/embeddings`).
+pub fn load_remote_embedder(
+    spec: &ets_core::protocol::RemoteModelSpec,
+) -> Result<Arc<dyn TextEmbedder>, Error> {
+    #[cfg(feature = "remote")]
+    {
+        Ok(Arc::new(crate::remote::load_remote_embedder(spec)?))
+    }
+    #[cfg(not(feature = "remote"))]
+    {
+        let _ = spec;
+        Err(Error::EngineNotBuilt { engine: "remote" })
+    }
 }
 
 /// Loads the sentence embedder in `dir` (a BERT folder: `config.json`, `tokenizer.json`,

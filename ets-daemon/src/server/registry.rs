@@ -19,8 +19,8 @@ use tokio::sync::OnceCell;
 use ets_core::protocol::RemoteModelSpec;
 use ets_engine::store::{builtin_alias, PullOptions, Store, BUILTIN_ALIASES};
 use ets_engine::{
-    auto_engine, disk_bytes, load_causal_lm, load_embedder, load_remote_model, CausalLm,
-    EngineKind, LoadContext, ModelFiles, TextEmbedder,
+    auto_engine, disk_bytes, load_causal_lm, load_embedder, load_remote_embedder,
+    load_remote_model, CausalLm, EngineKind, LoadContext, ModelFiles, TextEmbedder,
 };
 
 use super::remotes::Remotes;
@@ -245,12 +245,6 @@ impl Registry {
     ) -> Result<ModelLease, RegistryError> {
         let resolved = self.resolve(name)?;
         let kind = match role {
-            ModelRole::Embedder if resolved.remote.is_some() => {
-                return Err(format!(
-                    "`{name}` is a remote model; remote embedders (/v1/embeddings) are not \
-                     supported yet, so embeddings stay local (name a local embedding model)"
-                ))
-            }
             ModelRole::Embedder => Kind::Embedder,
             ModelRole::Policy | ModelRole::Prm => {
                 Kind::Lm(self.pick_engine(&resolved, engine).await?)
@@ -410,6 +404,10 @@ impl Registry {
                         .map_err(|e| format!("{engine} engine: {e}"))?;
                     Loaded::Lm(lm)
                 }
+                Kind::Embedder if resolved.remote.is_some() => {
+                    let spec = resolved.remote.as_ref().expect("checked above");
+                    Loaded::Embedder(load_remote_embedder(spec).map_err(|e| e.to_string())?)
+                }
                 Kind::Embedder => {
                     let dir = match &resolved.alias {
                         Some(alias) => store.model_dir(alias).map_err(|e| e.to_string())?,
@@ -547,7 +545,8 @@ impl Registry {
                     keep_alive_secs: usage.keep_alive.map_or(-1, |k| k.as_secs() as i64),
                     endpoints: match e.cell.get() {
                         Some((Loaded::Lm(lm), _)) => lm.endpoints(),
-                        _ => Vec::new(),
+                        Some((Loaded::Embedder(e), _)) => e.endpoints(),
+                        None => Vec::new(),
                     },
                 }
             })

@@ -132,6 +132,26 @@ pub(super) fn check_capabilities(remote: &Remote) -> Result<(), String> {
     Ok(())
 }
 
+/// One embedding request on the first endpoint that is up.
+pub(super) fn check_embeddings(remote: &Remote) -> Result<(), String> {
+    let Some(endpoint) = remote.pool.endpoints().iter().find(|e| e.is_up()) else {
+        return Err("no endpoint is up".into());
+    };
+    let (base, d) = (&endpoint.url, remote.dialect);
+    retried(|| d.embed(&remote.http, base, &["Hello"], &remote.served_name)).map_err(|e| {
+        let m = match e {
+            HttpError::Attempt(AttemptError::Permanent(m) | AttemptError::Transient(m)) => m,
+            HttpError::Stopped => "stopped".into(),
+        };
+        format!(
+            "endpoint {base} ({}) does not embed text at /v1/embeddings (a llama-server needs \
+             --embeddings): {m}",
+            d.name()
+        )
+    })?;
+    Ok(())
+}
+
 /// `call`, tried again after 0.2, 0.4 and 0.8 s while it fails transiently.
 fn retried<T>(mut call: impl FnMut() -> Result<T, HttpError>) -> Result<T, HttpError> {
     let mut wait = std::time::Duration::from_millis(200);

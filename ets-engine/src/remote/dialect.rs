@@ -22,6 +22,11 @@
 //! `logprobs` with `return_tokens_as_token_ids` (keys `token_id:N`), `/tokenize` (`prompt` or
 //! chat `messages` with `add_generation_prompt`), `/detokenize`. vLLM is implemented from those
 //! definitions and checked on their JSON shapes here; no vLLM server ran in this project's tests.
+//!
+//! Embeddings (`--role embedder`): both serve the OpenAI shape at `/v1/embeddings` — `model`,
+//! `input` (a list of strings), `encoding_format: "float"` in; `data[].embedding` and
+//! `data[].index` out (llama.cpp `server-common.cpp` `format_embeddings_response_oaicompat`,
+//! which needs a server started with `--embeddings` and a pooling type other than `none`).
 
 use ets_core::{FinishReason, SamplingConfig, StopHandle};
 use serde_json::{json, Value};
@@ -295,6 +300,19 @@ impl Dialect {
             .ok_or_else(|| bad(format!("the answer has no `{key}`")))
     }
 
+    /// One unit-length embedding per text, in order.
+    pub fn embed(
+        self,
+        http: &Http,
+        base: &str,
+        texts: &[&str],
+        model: &str,
+    ) -> Result<Vec<Vec<f32>>, HttpError> {
+        let body = json!({"model": model, "input": texts, "encoding_format": "float"});
+        let v = http.post(&format!("{base}/v1/embeddings"), &body, None)?;
+        parse_embeddings(&v, texts.len())
+    }
+
     /// Token ids of a chat rendered by the model's own template, with the generation prompt.
     pub fn chat_ids(
         self,
@@ -427,6 +445,51 @@ pub(crate) fn parse_vllm_top_logprobs(v: &Value) -> Result<Vec<(u32, f32)>, Http
             }
         })
         .collect()
+}
+
+/// `data[].embedding` of an OpenAI-shaped embeddings answer, ordered by `index`, each scaled
+/// to unit length; `n` of them, all of one dimension.
+pub(super) fn parse_embeddings(v: &Value, n: usize) -> Result<Vec<Vec<f32>>, HttpError> {
+    let data = v["data"]
+        .as_array()
+        .ok_or_else(|| bad("the answer has no `data` array"))?;
+    if data.len() != n {
+        return Err(bad(format!("{} embeddings for {n} texts", data.len())));
+    }
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; n];
+    for item in data {
+        let index = item["index"]
+            .as_u64()
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < n)
+            .ok_or_else(|| {
+                bad(format!(
+                    "an embedding has no valid `index` ({})",
+                    item["index"]
+                ))
+            })?;
+        let mut vector: Vec<f32> = item["embedding"]
+            .as_array()
+            .ok_or_else(|| bad("an embedding is not an array of numbers"))?
+            .iter()
+            .map(|x| x.as_f64().map(|f| f as f32))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("an embedding holds a non-number"))?;
+        let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if vector.is_empty() || !norm.is_finite() || norm == 0.0 {
+            return Err(bad("an embedding is empty, zero or not finite"));
+        }
+        vector.iter_mut().for_each(|x| *x /= norm);
+        out[index] = Some(vector);
+    }
+    let out: Vec<Vec<f32>> = out
+        .into_iter()
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("two embeddings share an `index`"))?;
+    if out.iter().any(|e| e.len() != out[0].len()) {
+        return Err(bad("embeddings of different dimensions"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -96,3 +96,49 @@ fn dialect_names_parse_and_sglang_is_refused_by_name() {
     assert!(Dialect::parse("sglang").unwrap_err().contains("SGLang"));
     assert!(Dialect::parse("tgi").unwrap_err().contains("tgi"));
 }
+
+#[test]
+fn embeddings_come_back_in_input_order_at_unit_length_and_bad_answers_are_named() {
+    let v = json!({"data": [
+        {"index": 1, "embedding": [0.0, 2.0]},
+        {"index": 0, "embedding": [3.0, 4.0]}]});
+    let e = parse_embeddings(&v, 2).unwrap();
+    assert_eq!(e, vec![vec![0.6, 0.8], vec![0.0, 1.0]]);
+    let cases = [
+        (
+            json!({"data": [{"index": 0, "embedding": [1.0]}]}),
+            2,
+            "1 embeddings for 2",
+        ),
+        (json!({"error": "no"}), 1, "no `data`"),
+        (
+            json!({"data": [{"index": 5, "embedding": [1.0]}]}),
+            1,
+            "`index`",
+        ),
+        (
+            json!({"data": [{"index": 0, "embedding": [0.0]}]}),
+            1,
+            "zero",
+        ),
+        (
+            json!({"data": [{"index": 0, "embedding": ["x"]}]}),
+            1,
+            "non-number",
+        ),
+        (
+            json!({"data": [{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [1.0]}]}),
+            2,
+            "share",
+        ),
+        (
+            json!({"data": [{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0, 1.0]}]}),
+            2,
+            "dimensions",
+        ),
+    ];
+    for (answer, n, says) in cases {
+        let e = format!("{:?}", parse_embeddings(&answer, n).unwrap_err());
+        assert!(e.contains(says), "{answer}: {e}");
+    }
+}

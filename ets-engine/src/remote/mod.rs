@@ -7,7 +7,8 @@
 //! - `http`: cancellable JSON requests (a stopped job drops its requests, closing their
 //!   connections).
 //! - `dialect`: each server's API for the calls ETS makes (sources cited there).
-//! - `policy`: [`RemotePolicy`]. `prm`: [`RemoteReward`].
+//! - `policy`: [`RemotePolicy`]. `prm`: [`RemoteReward`]. `embedder`: [`RemoteEmbedder`]
+//!   (`/v1/embeddings`, for a model added with the embedder role).
 //!
 //! A model is a name, its endpoints and a served model name ([`RemoteModelSpec`]). Loading
 //! detects each endpoint's dialect (`/props` for llama.cpp, `/v1/models` `owned_by` for vLLM)
@@ -21,6 +22,7 @@
 //! and reused.
 
 mod dialect;
+mod embedder;
 mod http;
 mod policy;
 mod pool;
@@ -34,6 +36,7 @@ use ets_core::protocol::{EndpointInfo, RemoteModelSpec};
 use ets_core::{Policy, Reward, StopHandle};
 
 pub use dialect::Dialect;
+pub use embedder::RemoteEmbedder;
 pub use policy::RemotePolicy;
 pub use pool::{EndpointPool, EndpointStatus, PoolOptions};
 pub use prm::RemoteReward;
@@ -63,6 +66,32 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// Each endpoint's health and counters, as `ets status` shows them.
+    fn endpoint_infos(&self) -> Vec<EndpointInfo> {
+        self.pool
+            .status()
+            .into_iter()
+            .map(|s| EndpointInfo {
+                url: s.url,
+                up: s.up,
+                in_flight: s.in_flight,
+                requests: s.requests,
+                errors: s.errors,
+                mean_latency_ms: s.mean_latency_ms,
+                last_error: s.last_error,
+                prompt_tokens_computed: s.prompt_computed,
+                prompt_tokens_reused: s.prompt_reused,
+            })
+            .collect()
+    }
+
+    fn error(&self, message: String) -> Error {
+        Error::Remote {
+            model: self.name.clone(),
+            message,
+        }
+    }
+
     fn next_job_key(&self) -> u64 {
         self.next_job.fetch_add(1, Ordering::Relaxed)
     }
@@ -283,22 +312,7 @@ impl CausalLm for RemoteLm {
     }
 
     fn endpoints(&self) -> Vec<EndpointInfo> {
-        self.0
-            .pool
-            .status()
-            .into_iter()
-            .map(|s| EndpointInfo {
-                url: s.url,
-                up: s.up,
-                in_flight: s.in_flight,
-                requests: s.requests,
-                errors: s.errors,
-                mean_latency_ms: s.mean_latency_ms,
-                last_error: s.last_error,
-                prompt_tokens_computed: s.prompt_computed,
-                prompt_tokens_reused: s.prompt_reused,
-            })
-            .collect()
+        self.0.endpoint_infos()
     }
 
     fn description(&self) -> String {
@@ -311,10 +325,27 @@ impl CausalLm for RemoteLm {
     }
 }
 
-/// Loads a remote model: checks the spec, detects each endpoint's dialect and the served model
-/// name, checks the capabilities ETS needs on one answering endpoint, and starts the prober that
-/// brings down endpoints back up.
+/// Loads a remote model as a policy or PRM: connects ([`connect`]), checks the capabilities
+/// ETS needs of a causal LM on one answering endpoint, and starts the prober that brings down
+/// endpoints back up.
 pub fn load_remote(spec: &RemoteModelSpec) -> Result<Arc<dyn CausalLm>, Error> {
+    let remote = connect(spec)?;
+    detect::check_capabilities(&remote).map_err(|message| remote.error(message))?;
+    start_prober(Arc::downgrade(&remote));
+    Ok(Arc::new(RemoteLm(remote)))
+}
+
+/// Loads a remote model as the step embedder: connects, checks that one answering endpoint
+/// embeds a text at `/v1/embeddings`, and starts the prober.
+pub fn load_remote_embedder(spec: &RemoteModelSpec) -> Result<RemoteEmbedder, Error> {
+    let remote = connect(spec)?;
+    detect::check_embeddings(&remote).map_err(|message| remote.error(message))?;
+    start_prober(Arc::downgrade(&remote));
+    Ok(RemoteEmbedder(remote))
+}
+
+/// Checks the spec, detects each endpoint's dialect and the served model name.
+fn connect(spec: &RemoteModelSpec) -> Result<Arc<Remote>, Error> {
     let invalid = |message: String| Error::Remote {
         model: spec.name.clone(),
         message,
@@ -389,9 +420,7 @@ pub fn load_remote(spec: &RemoteModelSpec) -> Result<Arc<dyn CausalLm>, Error> {
         next_job: AtomicU64::new(0),
         _runtime: runtime,
     });
-    detect::check_capabilities(&remote).map_err(invalid)?;
-    start_prober(Arc::downgrade(&remote));
-    Ok(Arc::new(RemoteLm(remote)))
+    Ok(remote)
 }
 
 fn check_url(url: &str) -> Result<(), String> {

@@ -99,12 +99,18 @@ pub struct LlamaServer {
 impl LlamaServer {
     /// Starts one on `port` with the SmolLM2 GGUF and waits until `/health` says 200.
     pub fn start(port: u16) -> LlamaServer {
+        Self::start_with(port, &[])
+    }
+
+    /// [`LlamaServer::start`] with `extra` flags (`--embeddings`, …).
+    pub fn start_with(port: u16, extra: &[&str]) -> LlamaServer {
         let dir = temp_dir(&format!("llama-{port}"));
         let child = Command::new(binary())
             .arg("-m")
             .arg(smol_gguf())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["-t", "1", "-np", "4", "-c", "8192", "--no-webui", "--slots"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("stderr")).unwrap())

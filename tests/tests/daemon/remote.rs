@@ -1,7 +1,7 @@
 //! The remote engine against real `llama-server` processes: searches through etsd with policy
 //! and judge PRM on two servers, endpoint health in `ets status`, failover when a server dies
 //! and its return, the judge score agreeing with the native engine's, and a server that does not
-//! speak the protocol refused by name.
+//! speak the protocol refused by name, step embeddings from a server's `/v1/embeddings`.
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -84,6 +84,74 @@ fn an_ets_search_runs_on_two_llama_servers_and_status_shows_their_endpoints() {
     // The text status names the endpoints and their health.
     let text = String::from_utf8_lossy(&ets(&daemon, &["status"]).stdout).into_owned();
     assert!(text.contains(&a.url()) && text.contains(&b.url()), "{text}");
+}
+
+#[test]
+fn ets_clusters_with_embeddings_from_a_server_and_one_without_them_is_refused_by_name() {
+    let lm = LlamaServer::start(free_port());
+    let embedding = LlamaServer::start_with(free_port(), &["--embeddings", "--pooling", "mean"]);
+    let daemon = Daemon::start(
+        "remote-embedder",
+        &[
+            "--remote",
+            &format!("smol={}", lm.url()),
+            "--remote",
+            &format!("emb={}", embedding.url()),
+        ],
+    );
+    let solve = |embedder: &str| {
+        ets(
+            &daemon,
+            &[
+                "solve",
+                "--json",
+                "--policy",
+                "smol",
+                "--prm",
+                "smol",
+                "--prm-profile",
+                "judge",
+                "--embedder",
+                embedder,
+                "--method",
+                "ets",
+                "--width",
+                "4",
+                "--max-depth",
+                "2",
+                "--max-step-tokens",
+                "24",
+                "What is 12 + 30?",
+            ],
+        )
+    };
+    let out = solve("emb");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log()
+    );
+    let emb = remote_model(&daemon, "emb");
+    assert_eq!(emb.endpoints.len(), 1);
+    // Each ETS selection embeds its frontier in one request (the load-time check is not
+    // counted): depth 1's here.
+    assert!(
+        emb.endpoints[0].requests >= 1 && emb.endpoints[0].errors == 0,
+        "{:?}",
+        emb.endpoints
+    );
+    // A server started without --embeddings: the job fails naming the endpoint and the fix.
+    let out = solve("smol");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&lm.url()) && text.contains("/v1/embeddings"),
+        "{text}"
+    );
 }
 
 #[test]
