@@ -1,11 +1,13 @@
-//! ets-core's [`Reward`] on a remote model with a PRM profile whose verdict is the next token
-//! (`judge` and `chat` layouts): the trajectory is rendered as the profile says, tokenized by
-//! the server, and the server's top next-token log-probabilities (full softmax, no sampling
+//! ets-core's [`Reward`] on a remote model with a PRM profile: the trajectory is rendered as the
+//! profile says (`judge`, `chat`, or `step-tag` text ending with the newest step's tag), tokenized
+//! by the server, and the server's top next-token log-probabilities (full softmax, no sampling
 //! filters) give P(good) / (P(good) + P(bad)) — the same two-way softmax the native and
-//! mistral.rs engines compute from the label logits.
+//! mistral.rs engines compute from the label logits. Math-Shepherd is such a language-model
+//! PRM: its `+`/`-` verdict is the next token after the tag.
 //!
-//! Classifier PRMs scored at step-tag positions (`step-tag` layout: Math-Shepherd,
-//! Qwen2.5-Math-PRM) need vLLM's `/pooling` endpoint and are refused at load by name.
+//! Not served: PRMs with a classification head instead of label tokens (Qwen2.5-Math-PRM's
+//! two-class head, read through vLLM's `/pooling`); no profile layout describes them on any
+//! engine yet.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use ets_core::{BackendError, Reward, ScoreRequest, StopHandle};
 
 use super::{run_parallel, PromptCounter, Remote};
 use crate::error::Error;
-use crate::profile::{PrmFormat, PrmProfile, Rendered, ResolvedProfile};
+use crate::profile::{PrmProfile, Rendered, ResolvedProfile};
 
 /// Next-token candidates asked for; a label outside them counts as no more likely than the
 /// least likely one listed.
@@ -39,17 +41,6 @@ impl std::fmt::Debug for RemoteReward {
 
 impl RemoteReward {
     pub(super) fn new(remote: Arc<Remote>, profile: &PrmProfile) -> Result<Self, Error> {
-        if profile.format == PrmFormat::StepTag {
-            return Err(Error::Unsupported {
-                path: remote.name.clone().into(),
-                message: format!(
-                    "PRM profile `{}` scores step tags with a classifier head, which remote \
-                     engines serve through vLLM's /pooling endpoint; that is not supported yet \
-                     (use a judge or chat profile remotely, or run this PRM natively)",
-                    profile.name
-                ),
-            });
-        }
         let job_key = remote.next_job_key();
         let resolved = profile.resolve_with(|text| {
             let ids = remote.tokenize(job_key, text, None)?;
@@ -68,7 +59,24 @@ impl RemoteReward {
     pub fn score_input(&self, problem: &str, steps: &[&str]) -> Result<Vec<u32>, Error> {
         let stop = self.stop.as_ref();
         match self.profile.render(problem, steps) {
-            Rendered::Text(text) => self.remote.tokenize_special(self.job_key, &text, stop),
+            Rendered::Text(text) => {
+                let ids = self.remote.tokenize_special(self.job_key, &text, stop)?;
+                // A step-tag PRM (Math-Shepherd) reads its verdict right after the newest tag:
+                // the server's tokenization must end with it.
+                if let Some(tag) = self.profile.step_tag {
+                    if ids.last() != Some(&tag) {
+                        return Err(Error::Profile {
+                            origin: self.profile.profile.name.clone(),
+                            message: format!(
+                                "the server tokenizes the trajectory to end with token {:?}, \
+                                 not the step tag {tag}",
+                                ids.last()
+                            ),
+                        });
+                    }
+                }
+                Ok(ids)
+            }
             Rendered::Chat(turns) => {
                 let turns: Vec<(&str, &str)> = turns
                     .iter()

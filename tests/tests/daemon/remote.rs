@@ -254,15 +254,9 @@ fn cancelling_a_remote_job_stops_the_servers_work() {
     }
 }
 
-#[test]
-/// Measured here (SmolLM2-135M Q8_0, after the native tokenizer was made to split text as
-/// Hugging Face and llama.cpp do, so both score the same token ids): gaps 0.018, 0.009 and
-/// 0.04-0.07. The server's own verdict on one input moves by 0.03 with its cache state (0.3715
-/// then 0.4030 for the first trajectory in two runs, one slot each): a prompt partly reused from
-/// its prefix cache is computed in other chunks, with other rounding (Q8_0 activations, f16
-/// K/V). 1e-2 agreement is therefore out of reach with the cache on, and the cache is what the
-/// remote engine is for; 0.1 still catches a wrong label, template or prompt.
-fn the_judge_score_from_llama_server_is_close_to_the_native_engines() {
+/// The same three trajectories scored under `profile` by a llama-server and by the native
+/// engine on the same GGUF: `(remote, native)` per trajectory.
+fn remote_and_native_scores(profile: &ets_engine::PrmProfile) -> Vec<(f64, f64)> {
     use ets_engine::{load_causal_lm, load_remote_model, EngineKind, LoadContext, ModelFiles};
     let server = LlamaServer::start(free_port());
     let remote = load_remote_model(&RemoteModelSpec {
@@ -279,9 +273,8 @@ fn the_judge_score_from_llama_server_is_close_to_the_native_engines() {
         &LoadContext { hf_home: &hf_home },
     )
     .unwrap();
-    let profile = ets_engine::PrmProfile::named_or_file("judge").unwrap();
-    let mut remote_prm = remote.reward(&profile, 0).unwrap();
-    let mut native_prm = native.reward(&profile, 1 << 30).unwrap();
+    let mut remote_prm = remote.reward(profile, 0).unwrap();
+    let mut native_prm = native.reward(profile, 1 << 30).unwrap();
     let problem = "Natalia sold clips to 48 of her friends in April, and then she sold half as \
                    many clips in May. How many clips did Natalia sell altogether?";
     let trajectories: [&[&str]; 3] = [
@@ -298,16 +291,56 @@ fn the_judge_score_from_llama_server_is_close_to_the_native_engines() {
         .collect();
     let r = remote_prm.score(&requests).unwrap();
     let n = native_prm.score(&requests).unwrap();
-    for ((steps, r), n) in trajectories.iter().zip(&r).zip(&n) {
-        let (r, n) = (r.expect("a remote score"), n.expect("a native score"));
-        eprintln!(
-            "{steps:?}: remote {r:.4}, native {n:.4}, gap {:.4}",
-            (r - n).abs()
-        );
-        assert!(
-            (r - n).abs() < 0.1,
-            "{steps:?}: remote {r:.4} vs native {n:.4}"
-        );
+    trajectories
+        .iter()
+        .zip(r.into_iter().zip(n))
+        .map(|(steps, (r, n))| {
+            let (r, n) = (r.expect("a remote score"), n.expect("a native score"));
+            eprintln!(
+                "{}: {steps:?}: remote {r:.4}, native {n:.4}, gap {:.4}",
+                profile.name,
+                (r - n).abs()
+            );
+            (r, n)
+        })
+        .collect()
+}
+
+#[test]
+/// Measured here (SmolLM2-135M Q8_0, after the native tokenizer was made to split text as
+/// Hugging Face and llama.cpp do, so both score the same token ids): gaps 0.018, 0.009 and
+/// 0.04-0.07. The server's own verdict on one input moves by 0.03 with its cache state (0.3715
+/// then 0.4030 for the first trajectory in two runs, one slot each): a prompt partly reused from
+/// its prefix cache is computed in other chunks, with other rounding (Q8_0 activations, f16
+/// K/V). 1e-2 agreement is therefore out of reach with the cache on, and the cache is what the
+/// remote engine is for; 0.1 still catches a wrong label, template or prompt.
+fn the_judge_score_from_llama_server_is_close_to_the_native_engines() {
+    let profile = ets_engine::PrmProfile::named_or_file("judge").unwrap();
+    for (r, n) in remote_and_native_scores(&profile) {
+        assert!((r - n).abs() < 0.1, "remote {r:.4} vs native {n:.4}");
+    }
+}
+
+#[test]
+/// A step-tag PRM (the Math-Shepherd layout: the verdict is the next token after the newest
+/// step's tag) served by llama-server: SmolLM2 is no trained PRM, so this checks the layout,
+/// the tag check and the label reading against the native engine, with the judge's tolerance.
+/// The labels are words likely after a line break, so both are among the server's top-100
+/// next tokens (with `+`/`-` neither was, and the remote verdict is then only a bound: 0.05 and
+/// 0.24 against native 0.005). Measured gaps: 0.026, 0.001, 0.035.
+fn a_step_tag_profile_scores_on_llama_server_as_on_the_native_engine() {
+    let dir = crate::support::temp_dir("step-tag-profile");
+    let path = dir.join("tagged.toml");
+    std::fs::write(
+        &path,
+        "name = \"tagged\"\nformat = \"step-tag\"\ngood = \"The\"\nbad = \"In\"\n\
+         step_tag = \"\\n\"\nproblem_template = \"{problem} \"\nstep_template = \"{step}\"\n\
+         step_joiner = \"\"\n",
+    )
+    .unwrap();
+    let profile = ets_engine::PrmProfile::from_file(&path).unwrap();
+    for (r, n) in remote_and_native_scores(&profile) {
+        assert!((r - n).abs() < 0.1, "remote {r:.4} vs native {n:.4}");
     }
 }
 
