@@ -24,7 +24,8 @@ pub struct DaemonArgs {
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub max_concurrent: usize,
 
-    /// Jobs allowed to wait in the queue; past it a solve is refused.
+    /// Jobs allowed to load or wait beside the running ones; past it a solve is refused at
+    /// once, newest first (seats go in submission order).
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_queue: usize,
 

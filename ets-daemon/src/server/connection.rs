@@ -326,7 +326,12 @@ fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
                 daemon.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
                 return Reply::Now(error(ErrorKind::BadRequest, message));
             }
-            let job = daemon.jobs.register(conn, &request);
+            let job = match daemon.jobs.register(conn, &request) {
+                Ok(job) => job,
+                Err(refusal) => {
+                    return Reply::Now(error(ErrorKind::Resources, refusal.to_string()))
+                }
+            };
             tracing::info!(job = job.id, conn, method = ?job.method, width = job.width, "job accepted");
             return Reply::Accepted(job, request);
         }

@@ -1,11 +1,15 @@
 //! Jobs: the table of queued and running searches, the FIFO queue with its search slots and
 //! KV-budget reservations, and each job's stop signal and live progress.
 //!
-//! A job reserves its worst-case live KV (bytes per token × (prompt + width × max tokens)) when
-//! it leaves the queue and gives it back when it ends. The head of the queue starts when a slot
-//! is free and its reservation fits the budget; nothing behind it overtakes it.
+//! A job takes a seat when it is registered, in submission order: at most `max_concurrent`
+//! running plus `max_queue` loading or waiting jobs, so a full daemon refuses the newest
+//! submission at once (before its models load or its prompt is tokenized, which finish in any
+//! order). It reserves its worst-case live KV (bytes per token × (prompt + width × max tokens))
+//! when it leaves the queue and gives it back when it ends. The queue is ordered by submission;
+//! its head starts when a slot is free and its reservation fits the budget; nothing behind it
+//! overtakes it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -181,6 +185,9 @@ struct Waiting {
 
 #[derive(Default)]
 struct Queue {
+    /// Registered jobs not running yet: loading their models, or waiting.
+    seated: BTreeSet<JobId>,
+    /// Waiting jobs, by submission (job id).
     waiting: VecDeque<Waiting>,
     running: HashMap<JobId, u64>,
     reserved: u64,
@@ -196,8 +203,29 @@ pub enum Refusal {
         /// The budget.
         budget: u64,
     },
-    /// The queue is full.
-    QueueFull(usize),
+    /// Every seat is taken: `running` jobs run and `queued` load or wait.
+    QueueFull {
+        /// Jobs running.
+        running: usize,
+        /// Jobs loading or waiting.
+        queued: usize,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::OverBudget { estimate, budget } => write!(
+                f,
+                "a worst case of {estimate} bytes of live KV exceeds the budget of {budget} bytes"
+            ),
+            Refusal::QueueFull { running, queued } => write!(
+                f,
+                "the job queue is full ({running} running, {queued} queued or loading; etsd \
+                 --max-queue raises it); try again later"
+            ),
+        }
+    }
 }
 
 /// Every job, and the queue.
@@ -237,12 +265,24 @@ impl Jobs {
         self.kv_budget
     }
 
-    /// Registers a new job.
-    pub fn register(&self, conn: u64, request: &ets_core::protocol::SolveRequest) -> Arc<Job> {
+    /// Registers a new job in a free seat, or refuses it when every seat is taken.
+    pub fn register(
+        &self,
+        conn: u64,
+        request: &ets_core::protocol::SolveRequest,
+    ) -> Result<Arc<Job>, Refusal> {
+        let mut q = lock(&self.queue);
+        if q.seated.len() >= self.max_queue + self.max_concurrent.saturating_sub(q.running.len()) {
+            return Err(Refusal::QueueFull {
+                running: q.running.len(),
+                queued: q.seated.len(),
+            });
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        q.seated.insert(id);
         let job = Arc::new(Job::new(id, conn, request));
         lock(&self.all).insert(id, job.clone());
-        job
+        Ok(job)
     }
 
     /// A job by id.
@@ -271,16 +311,18 @@ impl Jobs {
         let (grant, granted) = oneshot::channel();
         {
             let mut q = lock(&self.queue);
-            if q.waiting.len() >= self.max_queue {
-                return Err(Refusal::QueueFull(self.max_queue));
-            }
-            q.waiting.push_back(Waiting {
-                id: job.id,
-                estimate,
-                grant,
-                outbox,
-                last_position: None,
-            });
+            // Its seat was taken at registration; the queue keeps submission order.
+            let at = q.waiting.partition_point(|w| w.id < job.id);
+            q.waiting.insert(
+                at,
+                Waiting {
+                    id: job.id,
+                    estimate,
+                    grant,
+                    outbox,
+                    last_position: None,
+                },
+            );
         }
         self.pump();
         Ok(granted)
@@ -290,6 +332,7 @@ impl Jobs {
     pub fn leave(&self, id: JobId) {
         {
             let mut q = lock(&self.queue);
+            q.seated.remove(&id);
             q.waiting.retain(|w| w.id != id);
             if let Some(est) = q.running.remove(&id) {
                 q.reserved -= est;
@@ -310,6 +353,7 @@ impl Jobs {
                 break;
             }
             let head = q.waiting.pop_front().expect("front exists");
+            q.seated.remove(&head.id);
             if head.grant.send(()).is_ok() {
                 q.running.insert(head.id, head.estimate);
                 q.reserved += head.estimate;
@@ -396,7 +440,7 @@ mod tests {
     use ets_core::protocol::SolveRequest;
 
     fn job(jobs: &Jobs) -> Arc<Job> {
-        jobs.register(1, &SolveRequest::new("1+1?"))
+        jobs.register(1, &SolveRequest::new("1+1?")).unwrap()
     }
 
     #[test]
@@ -446,6 +490,43 @@ mod tests {
         assert!(rx.try_recv().is_none());
         assert_eq!(jobs.infos()[0].state, JobState::Running);
         assert_eq!(jobs.infos()[1].queue_position, Some(0));
+    }
+
+    #[test]
+    fn seats_are_taken_in_submission_order_and_the_newest_is_refused() {
+        // One slot, one queue seat: two jobs fit, the third is refused at registration even
+        // though neither earlier job has reached the queue yet (still loading).
+        let jobs = Jobs::new(1, 1, None);
+        let (a, b) = (job(&jobs), job(&jobs));
+        assert_eq!(
+            jobs.register(1, &SolveRequest::new("1+1?")).unwrap_err(),
+            Refusal::QueueFull {
+                running: 0,
+                queued: 2
+            }
+        );
+        // b finishes loading first: it waits behind nothing and starts; a then waits.
+        let mut gb = jobs.enqueue(&b, 0, None).unwrap();
+        assert!(gb.try_recv().is_ok());
+        let mut ga = jobs.enqueue(&a, 0, None).unwrap();
+        assert!(ga.try_recv().is_err());
+        // A running job frees its seat for the next submission only when it ends.
+        assert!(jobs.register(1, &SolveRequest::new("1+1?")).is_err());
+        jobs.leave(b.id);
+        assert!(ga.try_recv().is_ok());
+    }
+
+    #[test]
+    fn waiting_jobs_keep_submission_order_whatever_order_they_enqueue_in() {
+        let jobs = Jobs::new(1, 3, None);
+        let (a, b, c) = (job(&jobs), job(&jobs), job(&jobs));
+        let _ga = jobs.enqueue(&a, 0, None).unwrap();
+        let _gc = jobs.enqueue(&c, 0, None).unwrap();
+        let _gb = jobs.enqueue(&b, 0, None).unwrap();
+        assert_eq!(
+            (jobs.position(b.id), jobs.position(c.id)),
+            (Some(0), Some(1))
+        );
     }
 
     #[test]

@@ -148,11 +148,8 @@ async fn drive(
                 ),
             )
         }
-        Err(Refusal::QueueFull(n)) => {
-            return Ending::Failed(
-                ErrorKind::Resources,
-                format!("the job queue is full ({n} jobs wait); try again later"),
-            )
+        Err(refusal @ Refusal::QueueFull { .. }) => {
+            return Ending::Failed(ErrorKind::Resources, refusal.to_string())
         }
     };
     tokio::select! {

@@ -204,3 +204,59 @@ fn the_client_refuses_a_socket_served_by_another_user() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+/// Before seats were taken at registration, the queue was entered only after a job's models
+/// loaded and its prompt was tokenized, which finish in any order: the first job submitted could
+/// be refused while later ones ran.
+fn a_full_daemon_refuses_the_newest_submissions_in_submission_order() {
+    let daemon = crate::support::Daemon::start(
+        "queue-order",
+        &["--max-concurrent", "1", "--max-queue", "1"],
+    );
+    let mut c = daemon.connect();
+    // Four solves pipelined on one connection: one slot and one queue seat take two of them.
+    for i in 0..4 {
+        c.send(&Request::Solve(Box::new(crate::support::tiny_solve(
+            &format!("What is {i} + 1?"),
+            Method::Rebase,
+            2,
+            8,
+            i,
+        ))));
+    }
+    let (mut replies, mut accepted, mut job_messages) = (Vec::new(), Vec::new(), Vec::new());
+    while replies.len() < 4 {
+        match c.recv().expect("a reply") {
+            Response::Accepted { job } => {
+                accepted.push(job);
+                replies.push("accepted".to_owned());
+            }
+            Response::Error { kind, message } => {
+                assert_eq!(kind, ErrorKind::Resources, "{message}");
+                assert!(message.contains("queue is full"), "{message}");
+                replies.push("refused".to_owned());
+            }
+            other => job_messages.push(other),
+        }
+    }
+    assert_eq!(replies, ["accepted", "accepted", "refused", "refused"]);
+    for job in accepted {
+        let ended = job_messages
+            .iter()
+            .find(|m| matches!(m, Response::Result { job: j, .. } if *j == job))
+            .cloned();
+        let end = ended.unwrap_or_else(|| c.finish(job).1);
+        assert!(matches!(end, Response::Result { .. }), "{end:?}");
+    }
+    // Seats come back when jobs end.
+    let job = c.submit(crate::support::tiny_solve(
+        "What is 9 + 1?",
+        Method::Rebase,
+        2,
+        8,
+        9,
+    ));
+    let (_, end) = c.finish(job);
+    assert!(matches!(end, Response::Result { .. }), "{end:?}");
+}
