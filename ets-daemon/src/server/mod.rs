@@ -96,6 +96,11 @@ impl Daemon {
 /// socket file is removed. Fails (with a message naming the socket) when another daemon holds
 /// the socket.
 pub fn run(args: DaemonArgs) -> Result<()> {
+    // Library errors (candle's) capture a stack backtrace when RUST_BACKTRACE is set, at a cost
+    // per error and into their text; panics keep theirs. Set before any thread starts.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     init_logging(&args)?;
     let socket = args
         .socket

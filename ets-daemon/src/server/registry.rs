@@ -597,4 +597,5 @@ pub async fn run_on_thread<T: Send + 'static>(
         .map_err(|e| format!("cannot start a thread: {e}"))?;
     rx.await
         .unwrap_or_else(|_| Err("the loading thread panicked".into()))
+        .map_err(|e| super::report::without_backtrace(&e))
 }

@@ -1,5 +1,5 @@
-//! What the daemon reports about itself: counters, the status report, the store listing and the
-//! Prometheus text exposition.
+//! What the daemon reports about itself: counters, the status report, the store listing, the
+//! Prometheus text exposition, and error texts cleaned for clients.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -363,8 +363,46 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// `message` without the stack backtrace some libraries append to their errors' text when
+/// `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` is set (candle's do): frame lines (`  12: symbol`)
+/// and their location lines (`      at src/x.rs:3:5`) are dropped, everything else is kept.
+pub fn without_backtrace(message: &str) -> String {
+    let frame = |line: &str| {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        let numbered = t
+            .split_once(": ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        (indent >= 2 && numbered) || (indent >= 6 && t.starts_with("at "))
+    };
+    message
+        .lines()
+        .filter(|l| !frame(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::without_backtrace;
+
+    #[test]
+    fn backtraces_are_cut_from_error_messages_and_the_rest_is_kept() {
+        let message = "native engine: cannot find tensor info for token_embd.weight\n   0: \
+                       candle_core::error::Error::bt\n             at /src/error.rs:259:25\n  \
+                       12: main\nwhile loading /m/x.gguf";
+        assert_eq!(
+            without_backtrace(message),
+            "native engine: cannot find tensor info for token_embd.weight\nwhile loading /m/x.gguf"
+        );
+        assert_eq!(
+            without_backtrace("step 1: a plain message"),
+            "step 1: a plain message"
+        );
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(super::escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
