@@ -10,6 +10,7 @@ use ets_core::{BackendError, Embedder};
 use tokenizers::Tokenizer;
 
 use crate::error::Error;
+use crate::files::{check_size, read_text, MAX_SMALL_TEXT_BYTES, MAX_TOKENIZER_BYTES};
 
 /// Most tokens of one text (all-MiniLM-L6-v2 was trained on 256; longer input is cut).
 pub const MAX_TOKENS: usize = 256;
@@ -55,12 +56,12 @@ impl BertEmbedder {
         let config_path = file("config.json")?;
         let weights = file("model.safetensors")?;
         let tokenizer_path = file("tokenizer.json")?;
-        let config_text = std::fs::read_to_string(&config_path)
-            .map_err(|e| Error::io("reading", &config_path, e))?;
+        let config_text = read_text(&config_path, "config JSON", MAX_SMALL_TEXT_BYTES)?;
         let config: Config = serde_json::from_str(&config_text).map_err(|e| Error::Manifest {
             path: config_path.clone(),
             message: e.to_string(),
         })?;
+        check_size(&tokenizer_path, "tokenizer JSON", MAX_TOKENIZER_BYTES)?;
         let mut tokenizer =
             Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::Tokenizer {
                 message: format!("{}: {e}", tokenizer_path.display()),

@@ -150,3 +150,41 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent/ets-model"), "{e}");
     }
 }
+
+/// Largest JSON/TOML text a model folder may hold for ETS to parse: `tokenizer.json` files of
+/// 256k-token vocabularies are ~20 MiB; configs, manifests and PRM profiles are kilobytes.
+pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+/// Largest config, manifest or PRM profile.
+pub const MAX_SMALL_TEXT_BYTES: u64 = 1 << 20;
+
+/// Checks that the file at `path` (a `format` file) is a regular file of at most `max` bytes,
+/// before any parser reads it whole.
+pub(crate) fn check_size(path: &Path, format: &'static str, max: u64) -> Result<(), Error> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::Malformed {
+            path: path.to_path_buf(),
+            format,
+            field: "file".into(),
+            message: "not a regular file".into(),
+        });
+    }
+    if meta.len() > max {
+        return Err(Error::Malformed {
+            path: path.to_path_buf(),
+            format,
+            field: "size".into(),
+            message: format!(
+                "{} bytes, more than the {max} a {format} file may have",
+                meta.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The text of the `format` file at `path`, refused before reading when it is larger than `max`.
+pub(crate) fn read_text(path: &Path, format: &'static str, max: u64) -> Result<String, Error> {
+    check_size(path, format, max)?;
+    std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))
+}

