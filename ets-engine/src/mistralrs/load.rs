@@ -21,7 +21,7 @@ use tokio::sync::mpsc::{Receiver, Sender};
 
 use super::controller::LogitsRecorder;
 use crate::error::Error;
-use crate::files::{read_text, ModelFiles, MAX_SMALL_TEXT_BYTES};
+use crate::files::{check_size, read_text, ModelFiles, MAX_SMALL_TEXT_BYTES, MAX_TOKENIZER_BYTES};
 use crate::gguf_text::{ChatRole, GgufText};
 use crate::sampling::DelimiterGuard;
 
@@ -92,6 +92,23 @@ impl LlmEngine {
             .gguf_path()
             .map(|path| GgufText::from_file(&path))
             .transpose()?;
+        if let ModelFiles::Safetensors { dir } = files {
+            // Text mistral.rs reads whole: bounded before it does.
+            for (name, format, max) in [
+                ("tokenizer.json", "tokenizer JSON", MAX_TOKENIZER_BYTES),
+                ("config.json", "config JSON", MAX_SMALL_TEXT_BYTES),
+                (
+                    "tokenizer_config.json",
+                    "tokenizer config JSON",
+                    MAX_TOKENIZER_BYTES,
+                ),
+            ] {
+                let path = dir.join(name);
+                if path.exists() {
+                    check_size(&path, format, max)?;
+                }
+            }
+        }
         std::fs::create_dir_all(&options.hf_home)
             .map_err(|e| Error::io("creating", &options.hf_home, e))?;
         if std::env::var_os("HF_HOME").as_deref() != Some(options.hf_home.as_os_str()) {
