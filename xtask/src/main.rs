@@ -4,7 +4,8 @@
 //! ([`models`]: `cargo xtask models`), the engine benchmark ([`bench_engine`]:
 //! `cargo xtask bench-engine`), the end-to-end search benchmark of both engines
 //! ([`bench_search`]: `cargo xtask bench-search`), the llama.cpp reference binaries built from
-//! source ([`llama_cpp`]: `cargo xtask llama-cpp`), and later the evaluation runners.
+//! source ([`llama_cpp`]: `cargo xtask llama-cpp`), the daemon soak ([`soak`]:
+//! `cargo xtask soak`), and later the evaluation runners.
 //! **Must not**: be a dependency of any product crate.
 
 #[cfg(feature = "engines")]
@@ -16,11 +17,13 @@ mod bench_search;
 mod llama_cpp;
 #[cfg(feature = "engines")]
 mod models;
+#[cfg(feature = "engines")]
+mod soak;
 mod tidy;
 
 use anyhow::{bail, Result};
 
-const TASKS: &str = "tidy, models, bench-engine, bench-search, llama-cpp";
+const TASKS: &str = "tidy, models, bench-engine, bench-search, soak, llama-cpp";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,8 +46,10 @@ fn main() -> Result<()> {
         Some("bench-engine") => bench_engine::run(&args[1..]),
         #[cfg(feature = "engines")]
         Some("bench-search") => bench_search::run(&args[1..]),
+        #[cfg(feature = "engines")]
+        Some("soak") => soak::run(&args[1..]),
         #[cfg(not(feature = "engines"))]
-        Some(task @ ("models" | "bench-engine" | "bench-search")) => {
+        Some(task @ ("models" | "bench-engine" | "bench-search" | "soak")) => {
             bail!("`{task}` needs xtask's `engines` feature (this build has none)")
         }
         Some("llama-cpp") => llama_cpp::run(&args[1..]),

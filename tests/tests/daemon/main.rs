@@ -15,6 +15,7 @@ mod remote_faults;
 mod requests;
 mod robustness;
 mod schema;
+mod soak;
 mod support;
 mod tokenizer_reference;
 
