@@ -334,7 +334,8 @@ fn end_reasons_print_kebab_case_names() {
             "depth-cap",
             "width-spent",
             "decided",
-            "frontier-empty"
+            "frontier-empty",
+            "deadline"
         ]
     );
     for r in EndReason::ALL {
@@ -343,4 +344,87 @@ fn end_reasons_print_kebab_case_names() {
     }
     assert_eq!(NodeState::Truncated.to_string(), "truncated");
     assert_eq!(FinishReason::EndOfSequence.to_string(), "end-of-sequence");
+}
+
+/// A policy that, from its `fail_at`-th call on, answers as a backend stopped mid-call does:
+/// with an error (and raises `stop_asked`, standing for the job's stop signal).
+struct StoppingPolicy<'c> {
+    inner: ScriptPolicy<'c>,
+    calls: usize,
+    fail_at: usize,
+    stop_asked: &'c std::sync::atomic::AtomicBool,
+}
+
+impl Policy for StoppingPolicy<'_> {
+    fn encode_prompt(&mut self, problem: &str) -> Result<Vec<u32>, BackendError> {
+        self.inner.encode_prompt(problem)
+    }
+
+    fn expand(
+        &mut self,
+        requests: &[ExpandRequest<'_>],
+    ) -> Result<Vec<Vec<Continuation>>, BackendError> {
+        self.calls += 1;
+        if self.calls >= self.fail_at {
+            self.stop_asked.store(true, Ordering::Relaxed);
+            return Err("stopped between forward passes".into());
+        }
+        self.inner.expand(requests)
+    }
+}
+
+/// An observer whose stop signal is `stop_asked` and that never breaks on an event.
+struct SignalObserver<'c>(&'c std::sync::atomic::AtomicBool, bool);
+
+impl ets_core::search::SearchObserver for SignalObserver<'_> {
+    fn on_event(&mut self, _: &SearchEvent) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+
+    fn should_stop(&mut self) -> bool {
+        self.1 && self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[test]
+fn a_backend_stopped_mid_call_ends_the_search_as_stopped_with_what_it_found() {
+    // With the signal heard: the search keeps its depths and ends as stopped. Without it the
+    // same backend error fails the search. (Before `should_stop`, both failed: a deadline that
+    // landed inside a batched call lost the whole search.)
+    for signal in [true, false] {
+        let clock = AtomicU64::new(0);
+        let stop_asked = std::sync::atomic::AtomicBool::new(false);
+        let mut policy = StoppingPolicy {
+            inner: ScriptPolicy {
+                answer_at: 2,
+                answers: 1,
+                clock: &clock,
+            },
+            calls: 0,
+            fail_at: 3,
+            stop_asked: &stop_asked,
+        };
+        let mut reward = ScriptReward { drop_marker: None };
+        let backends = Backends {
+            policy: &mut policy,
+            reward: &mut reward,
+            embedder: None,
+            solver: &BruteForceRetention,
+            clusterer: &ToyClusterer,
+        };
+        let mut kv = KvTree::new(1);
+        let mut observer = SignalObserver(&stop_asked, signal);
+        let c = config(Method::Rebase, 4, 10);
+        let result = run_search("q", &c, backends, &mut kv, &mut observer);
+        assert_eq!(kv.stats().live_tokens, 0, "every KV reference is released");
+        if signal {
+            let o = result.expect("a stopped search returns its outcome");
+            assert_eq!(o.end, EndReason::Stopped);
+            assert_eq!(o.depths.len(), 2, "the two depths before the failed call");
+            assert!(o.stats.finished >= 1 && o.answer.is_some(), "{:?}", o.answer);
+            assert!(states(&o, NodeState::Open) > 0);
+        } else {
+            assert!(result.is_err());
+        }
+    }
 }

@@ -149,6 +149,7 @@ fn end_reason(outcome: &SearchOutcome) -> &'static str {
         Decided => "vote decided",
         DepthCap => "depth cap",
         Stopped => "stopped",
+        Deadline => "deadline passed: partial result",
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use ets_client::{ClientError, ErrorKind, Job, JobEvent, JobResult, SolveRequest};
-use ets_core::search::SearchEvent;
+use ets_core::search::{EndReason, SearchEvent};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -31,6 +31,11 @@ pub struct SolveArgs {
     /// --json: print each event on stderr instead of the spinner.
     #[arg(long)]
     pub stream: bool,
+
+    /// When --deadline passes mid-search, the best answer found by then is printed (its end
+    /// is `deadline`) and ets exits 4; with this flag it exits 0.
+    #[arg(long)]
+    pub accept_partial: bool,
 }
 
 /// Runs `ets solve`.
@@ -88,6 +93,13 @@ pub async fn run(g: &Globals, args: SolveArgs) -> anyhow::Result<u8> {
                 print_json("result", &result_json(&result, &request))?;
             } else {
                 print_line(render::outcome(&result.outcome, &request.config).trim_end())?;
+            }
+            if result.outcome.end == EndReason::Deadline && !args.accept_partial {
+                eprintln!(
+                    "ets: job {job} passed its deadline; the answer above is partial \
+                     (--accept-partial exits 0)"
+                );
+                return Ok(exit::JOB_FAILED);
             }
             Ok(exit::OK)
         }

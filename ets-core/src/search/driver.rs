@@ -72,6 +72,17 @@ impl<'a, 't> Driver<'a, 't> {
         }
     }
 
+    /// Whether `error` is a backend that stopped mid-call because its job was asked to stop.
+    fn stopped_by(&mut self, error: &SearchError) -> bool {
+        if matches!(error, SearchError::Backend { .. })
+            && (self.stop || self.observer.should_stop())
+        {
+            self.stop = true;
+            return true;
+        }
+        false
+    }
+
     pub(super) fn emit(&mut self, event: SearchEvent) {
         if let ControlFlow::Break(()) = self.observer.on_event(&event) {
             self.stop = true;
@@ -139,7 +150,14 @@ impl<'a, 't> Driver<'a, 't> {
                 end = Some(EndReason::Stopped);
                 break;
             }
-            let created = self.expand(depth, &plan, &contexts)?;
+            let created = match self.expand(depth, &plan, &contexts) {
+                Ok(created) => created,
+                Err(e) if self.stopped_by(&e) => {
+                    end = Some(EndReason::Stopped);
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             let mut record = DepthRecord::new(depth, plan.len(), created.len());
             self.stats.depths = depth;
             if self.stop {
@@ -147,7 +165,15 @@ impl<'a, 't> Driver<'a, 't> {
                 end = Some(EndReason::Stopped);
                 break;
             }
-            let scored = self.score(depth, created)?;
+            let scored = match self.score(depth, created) {
+                Ok(scored) => scored,
+                Err(e) if self.stopped_by(&e) => {
+                    self.depths.push(record);
+                    end = Some(EndReason::Stopped);
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             record.dropped = scored.dropped;
             let closed = self.close_trajectories(depth, &scored.scored, &mut record)?;
             let open = closed.open;

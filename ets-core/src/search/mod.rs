@@ -121,6 +121,15 @@ pub enum SearchEvent {
 pub trait SearchObserver {
     /// Called for every event, in order.
     fn on_event(&mut self, event: &SearchEvent) -> ControlFlow<()>;
+
+    /// Whether the search should stop now. Asked when a backend call fails: a backend that
+    /// stops in the middle of a call for its job (a cancel or deadline landing between forward
+    /// passes) answers with an error, and the search then ends as
+    /// [`Stopped`](EndReason::Stopped) with what it has instead of failing. The default never
+    /// stops.
+    fn should_stop(&mut self) -> bool {
+        false
+    }
 }
 
 impl<F: FnMut(&SearchEvent) -> ControlFlow<()>> SearchObserver for F {

@@ -168,6 +168,9 @@ pub struct Trajectory {
 /// 4. [`Decided`](EndReason::Decided) when `stop_when_decided` pruned open nodes because the
 ///    vote could no longer change;
 /// 5. [`FrontierEmpty`](EndReason::FrontierEmpty) otherwise.
+///
+/// [`Deadline`](EndReason::Deadline) is never the driver's: the daemon puts it in place of
+/// `Stopped` when the stop was the job's deadline, so the result says it is partial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndReason {
@@ -190,17 +193,27 @@ pub enum EndReason {
     /// arrive this way) while work remained: nodes are left [`NodeState::Open`]. A stop that
     /// arrives once nothing is left to do does not change the reason.
     Stopped,
+    /// The job's deadline stopped the search while work remained: the result is partial, its
+    /// answer the vote over the trajectories finished by then (set by the daemon, see above).
+    Deadline,
 }
 
 impl EndReason {
-    /// Every reason, in the order of the rules above (stop first).
-    pub const ALL: [EndReason; 5] = [
+    /// Every reason, in the order of the rules above (stop first), then the daemon's.
+    pub const ALL: [EndReason; 6] = [
         EndReason::Stopped,
         EndReason::DepthCap,
         EndReason::WidthSpent,
         EndReason::Decided,
         EndReason::FrontierEmpty,
+        EndReason::Deadline,
     ];
+
+    /// Whether the search was cut short with work left: its answer may differ from the one
+    /// the whole search would give.
+    pub fn is_partial(self) -> bool {
+        matches!(self, EndReason::Stopped | EndReason::Deadline)
+    }
 
     /// The kebab-case name logs and the wire format use.
     pub fn name(self) -> &'static str {
@@ -210,6 +223,7 @@ impl EndReason {
             EndReason::DepthCap => "depth-cap",
             EndReason::Decided => "decided",
             EndReason::Stopped => "stopped",
+            EndReason::Deadline => "deadline",
         }
     }
 }

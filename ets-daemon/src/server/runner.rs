@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ets_core::protocol::{EngineChoice, ErrorKind, JobEvent, ModelRole, Response, SolveRequest};
-use ets_core::search::{run_search, Backends, SearchEvent, SearchOutcome};
+use ets_core::search::{
+    run_search, Backends, EndReason, SearchEvent, SearchObserver, SearchOutcome,
+};
 use ets_core::{
     BackendError, Continuation, ExpandRequest, Method, Policy, Reward, ScoreRequest, StopCheck,
 };
@@ -96,6 +98,23 @@ pub async fn run_job(
     daemon.wake_idle_watch();
 }
 
+/// The search's observer: progress and events out, the job's stop signal in (also when a
+/// backend stopped mid-call, so a deadline keeps what the search found).
+struct JobObserver<'j, F> {
+    on_event: F,
+    job: &'j Job,
+}
+
+impl<F: FnMut(&SearchEvent) -> ControlFlow<()>> SearchObserver for JobObserver<'_, F> {
+    fn on_event(&mut self, event: &SearchEvent) -> ControlFlow<()> {
+        (self.on_event)(event)
+    }
+
+    fn should_stop(&mut self) -> bool {
+        self.job.stop.check().is_some()
+    }
+}
+
 fn failed(job: u64, kind: ErrorKind, message: String) -> Response {
     Response::Failed { job, kind, message }
 }
@@ -173,11 +192,14 @@ async fn drive(
     })
     .await;
     match result {
-        Ok(Ok(outcome)) => match job.stop.check() {
-            // A stop that lands after the last step still ends the job as asked.
-            Some(reason) if outcome.end == ets_core::search::EndReason::Stopped => {
-                Ending::Stopped(reason)
+        Ok(Ok(mut outcome)) => match job.stop.check() {
+            // A deadline returns what the search found by then, marked partial.
+            Some(StopReason::Deadline) if outcome.end == EndReason::Stopped => {
+                outcome.end = EndReason::Deadline;
+                Ending::Done(Box::new(outcome))
             }
+            // A stop that lands after the last step still ends the job as asked.
+            Some(reason) if outcome.end == EndReason::Stopped => Ending::Stopped(reason),
             _ => Ending::Done(Box::new(outcome)),
         },
         Ok(Err(message)) => match job.stop.check() {
@@ -315,7 +337,7 @@ fn search(
     let clusterer = AverageLinkage::new();
     let mut kv = KvTree::new(backends::kv_bytes_per_token(&models.policy));
     let progress = &job.progress;
-    let mut observer = |event: &SearchEvent| {
+    let on_event = |event: &SearchEvent| {
         match event {
             SearchEvent::Expanded { children, .. } => {
                 progress.nodes.fetch_add(*children, Ordering::Relaxed);
@@ -338,6 +360,7 @@ fn search(
             None => ControlFlow::Continue(()),
         }
     };
+    let mut observer = JobObserver { on_event, job };
     let backends = Backends {
         policy: &mut policy,
         reward: &mut reward,

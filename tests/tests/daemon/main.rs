@@ -10,6 +10,7 @@ mod fault_proxy;
 mod hostile;
 mod lifecycle;
 mod llama_server;
+mod partial;
 mod remote;
 mod remote_faults;
 mod requests;
