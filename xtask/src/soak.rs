@@ -90,14 +90,15 @@ impl Rng {
     }
 }
 
-/// A connection that has said Hello.
-struct Client(UnixStream);
+/// A connection that has said Hello, and the job messages that arrived while it waited for a
+/// reply (kept for [`Client::wait_end`]).
+struct Client(UnixStream, std::collections::VecDeque<Response>);
 
 impl Client {
     fn open(socket: &Path) -> Result<Client> {
         let stream = UnixStream::connect(socket)?;
         stream.set_read_timeout(Some(Duration::from_secs(600)))?;
-        let mut c = Client(stream);
+        let mut c = Client(stream, Default::default());
         c.send(&Request::Hello {
             protocol: PROTOCOL_VERSION,
             client: "soak".into(),
@@ -113,18 +114,28 @@ impl Client {
         Ok(())
     }
 
-    fn recv(&mut self) -> Result<Response> {
+    fn read(&mut self) -> Result<Response> {
         read_frame(&mut self.0)?.context("the daemon closed the connection")
     }
 
-    /// The reply to `request` (job messages in between are skipped).
+    /// The next message, a held job message first.
+    fn recv(&mut self) -> Result<Response> {
+        match self.1.pop_front() {
+            Some(r) => Ok(r),
+            None => self.read(),
+        }
+    }
+
+    /// The reply to `request`; job messages in between are held, so a job's end that
+    /// arrives before a Cancel's reply is not lost.
     fn request(&mut self, request: &Request) -> Result<Response> {
         self.send(request)?;
         loop {
-            let r = self.recv()?;
+            let r = self.read()?;
             if r.job().is_none() {
                 return Ok(r);
             }
+            self.1.push_back(r);
         }
     }
 
