@@ -73,6 +73,7 @@ mod conn;
 mod connect;
 mod error;
 mod job;
+pub mod store;
 
 pub use client::{Client, PullReport};
 pub use connect::{locate_etsd, AutoStart, ConnectOptions, ETSD_ENV};

@@ -212,6 +212,23 @@ async fn admin_commands_speak_json() {
         "{}",
         text(&out.stderr)
     );
+    // Bash completions: a function registered for `ets` that offers the commands, the
+    // subcommands of `models`, and the flags.
     let out = run(ets(&socket).args(["completions", "bash"])).await;
-    assert!(out.status.success() && text(&out.stdout).contains("ets"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let script = text(&out.stdout);
+    assert!(script.contains("complete -F _ets"), "{script}");
+    for word in [
+        "solve",
+        "batch",
+        "eval",
+        "models",
+        "unload",
+        "shutdown",
+        "--socket",
+        "--no-autostart",
+        "--max-step-tokens",
+    ] {
+        assert!(script.contains(word), "{word} missing from:\n{script}");
+    }
 }

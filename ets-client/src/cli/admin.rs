@@ -1,12 +1,14 @@
 //! The commands that manage a running daemon: `ps`, `cancel`, `models …`, `status`, `metrics`,
-//! `shutdown`. None of them starts the daemon. With `--json` each prints the protocol's own
-//! types as JSON.
+//! `shutdown`. None of them starts the daemon; `models list` reads the store from disk when no
+//! daemon runs. With `--json` each prints the protocol's own types as JSON.
 
 use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 use ets_client::EngineChoice;
-use ets_client::{Client, JobId, JobInfo, JobState, ModelRole, StatusReport, StoreModel};
+use ets_client::{
+    Client, ClientError, JobId, JobInfo, JobState, ModelRole, StatusReport, StoreModel,
+};
 use ets_core::protocol::{EndpointInfo, ModelInfo, RemoteModelSpec};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -17,7 +19,9 @@ use super::{exit, print_json, print_line, Globals};
 /// `ets models …`.
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// List the models the store knows (built-in aliases and pulled ones).
+    /// List the models the store knows (built-in aliases and pulled ones) and which are loaded;
+    /// without a running daemon, the store on disk ($ETS_MODELS_DIR, else
+    /// $XDG_DATA_HOME/ets/models, else ~/.local/share/ets/models).
     List,
     /// Download a model into the store.
     Pull {
@@ -157,8 +161,43 @@ pub async fn cancel(g: &Globals, job: JobId) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// `ets models list`: the daemon's list when one runs (it marks what is loaded and adds remote
+/// models), else the store read from disk, nothing loaded.
+async fn list_models(g: &Globals) -> anyhow::Result<u8> {
+    let models = match g.connect(false).await {
+        Ok(client) => client.list_models().await?,
+        Err(ClientError::DaemonNotRunning { socket }) => {
+            let Some(root) = ets_client::store::default_store_dir() else {
+                anyhow::bail!(
+                    "no daemon at {} and no model store to read: set ${} or $HOME",
+                    socket.display(),
+                    ets_client::store::STORE_ENV
+                );
+            };
+            if !g.json {
+                eprintln!(
+                    "no daemon at {}: the store at {} (nothing is loaded)",
+                    socket.display(),
+                    root.display()
+                );
+            }
+            ets_client::store::list_store(&root)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if g.json {
+        print_json("models", &models)?;
+    } else {
+        print_line(models_table(&models).trim_end())?;
+    }
+    Ok(exit::OK)
+}
+
 /// `ets models …`.
 pub async fn models(g: &Globals, command: ModelsCommand) -> anyhow::Result<u8> {
+    if let ModelsCommand::List = command {
+        return list_models(g).await;
+    }
     let client = connect(g).await?;
     let done = |what: String| -> anyhow::Result<u8> {
         if g.json {
@@ -169,15 +208,7 @@ pub async fn models(g: &Globals, command: ModelsCommand) -> anyhow::Result<u8> {
         Ok(exit::OK)
     };
     match command {
-        ModelsCommand::List => {
-            let models = client.list_models().await?;
-            if g.json {
-                print_json("models", &models)?;
-            } else {
-                print_line(models_table(&models).trim_end())?;
-            }
-            Ok(exit::OK)
-        }
+        ModelsCommand::List => unreachable!("listed above"),
         ModelsCommand::Pull { alias } => {
             let spinner = spinner(g, format!("pulling {alias}"));
             let pulled = client.pull(alias).await;

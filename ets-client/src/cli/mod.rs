@@ -9,7 +9,8 @@
 //! - `serve`: runs `etsd` in the foreground.
 //! - `render`: human formatting (tables, sizes, the stats block).
 //!
-//! Only `solve`, `batch` and `eval` start the daemon when nobody listens; the others report exit 3.
+//! Only `solve`, `batch` and `eval` start the daemon when nobody listens; the others report exit 3
+//! (`models list` then reads the store on disk).
 
 mod admin;
 mod batch;
@@ -60,7 +61,8 @@ Exit codes:
   1    other errors (unreadable input file, a request the daemon refused)
   2    bad usage or invalid flag values
   3    the daemon is unreachable (not running, not startable, other protocol version, connection lost)
-  4    a job failed or was refused (batch: at least one line failed)
+  4    a job failed or was refused (batch: at least one line failed; solve: the deadline passed
+       and the answer is partial, 0 with --accept-partial)
   130  cancelled (Ctrl-C, or the job was cancelled elsewhere)
 
 Only `solve`, `batch` and `eval` start the daemon when it is not running; start it yourself with `ets serve`.";
@@ -346,11 +348,50 @@ mod tests {
             .contains("connect-timeout"));
     }
 
+    /// The help's "Exit codes:" section as (code, meaning) pairs.
+    fn documented_exit_codes(help: &str) -> Vec<(u8, String)> {
+        let section = help
+            .split_once("Exit codes:\n")
+            .unwrap_or_else(|| panic!("no exit code section:\n{help}"))
+            .1;
+        let mut codes: Vec<(u8, String)> = Vec::new();
+        for line in section.lines().take_while(|l| !l.trim().is_empty()) {
+            let (first, rest) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+            match (first.parse(), codes.last_mut()) {
+                (Ok(code), _) => codes.push((code, rest.trim().into())),
+                // A meaning wrapped onto the next line.
+                (Err(_), Some((_, meaning))) => {
+                    meaning.push(' ');
+                    meaning.push_str(line.trim());
+                }
+                (Err(_), None) => panic!("`{line}` is not `code meaning`"),
+            }
+        }
+        codes
+    }
+
     #[test]
-    fn help_documents_the_exit_codes() {
+    fn help_documents_what_each_exit_code_means() {
         let help = Cli::command().render_long_help().to_string();
-        for code in ["0 ", "2 ", "3 ", "4 ", "130"] {
-            assert!(help.contains(code), "exit code {code} missing:\n{help}");
+        let documented = documented_exit_codes(&help);
+        let expected = [
+            (exit::OK, "success"),
+            (exit::ERROR, "other errors"),
+            (exit::USAGE, "bad usage"),
+            (exit::UNREACHABLE, "daemon is unreachable"),
+            (exit::JOB_FAILED, "job failed"),
+            (exit::CANCELLED, "cancelled"),
+        ];
+        assert_eq!(
+            documented.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            expected.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            "every exit code, once, in order:\n{help}"
+        );
+        for ((code, meaning), (_, words)) in documented.iter().zip(expected) {
+            assert!(
+                meaning.contains(words),
+                "exit code {code} is documented as `{meaning}`, not as {words:?}"
+            );
         }
     }
 

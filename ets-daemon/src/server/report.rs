@@ -107,14 +107,20 @@ impl Daemon {
             .iter()
             .map(|a| (a.name.to_owned(), a.description.to_owned()))
             .collect();
-        if let Ok(dir) = std::fs::read_dir(store.root()) {
-            for entry in dir.filter_map(Result::ok) {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.starts_with('.') && !aliases.iter().any(|(a, _)| *a == name) {
-                    aliases.push((name, String::new()));
-                }
-            }
-        }
+        // Built-in aliases first, then the other folders by name (as `ets models list` without
+        // a daemon, `ets_client::store`, lists them).
+        let mut others: Vec<String> = std::fs::read_dir(store.root())
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .filter(|name| {
+                        !name.starts_with('.') && !aliases.iter().any(|(a, _)| a == name)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        others.sort();
+        aliases.extend(others.into_iter().map(|name| (name, String::new())));
         aliases
             .into_iter()
             .filter_map(|(alias, description)| {

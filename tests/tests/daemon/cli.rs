@@ -193,3 +193,49 @@ fn solve_starts_the_daemon_when_none_runs() {
     assert!(!socket.exists(), "shutdown removed the socket");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn stream_in_text_mode_prints_one_readable_line_per_event() {
+    let mut args = vec!["--no-autostart", "solve", "--stream"];
+    args.extend(TINY);
+    args.extend(["--max-tokens", "16", "--seed", "8", "What is 6 + 1?"]);
+    let out = ets(&shared().socket, &args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.to_lowercase().contains("answer"), "{stdout}");
+    // Every event a line on stderr, `job N: what happened`, in words (no Rust Debug).
+    let lines: Vec<&str> = stderr.lines().collect();
+    let job = lines
+        .first()
+        .and_then(|l| l.strip_prefix("job "))
+        .and_then(|l| l.split_once(": "))
+        .map(|(job, _)| job.to_owned())
+        .unwrap_or_else(|| panic!("no event line:\n{stderr}"));
+    let prefix = format!("job {job}: ");
+    let events: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l.strip_prefix(&prefix)
+                .unwrap_or_else(|| panic!("not an event line: {l:?}\n{stderr}"))
+        })
+        .collect();
+    for event in &events {
+        // Debug would print `LoadingModels`, `Search(DepthDone { depth: 1, .. })`.
+        assert!(
+            !event.starts_with(|c: char| c.is_ascii_uppercase()) && !event.contains("Search("),
+            "{event:?}"
+        );
+    }
+    for (want, what) in [
+        ("loading models", "the model load"),
+        ("started", "the job's start"),
+        ("search started: prompt ", "the search's start"),
+        ("depth 1: expanded 1 nodes into 2 children", "the expansion"),
+        ("depth 1 done: ", "the first depth's end"),
+    ] {
+        assert!(
+            events.iter().any(|e| e.starts_with(want)),
+            "no line for {what} ({want:?}):\n{stderr}"
+        );
+    }
+}

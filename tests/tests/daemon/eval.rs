@@ -3,10 +3,12 @@
 //! results line's KV metric equals a recount from its recorded tree, a rerun skips the finished
 //! cells, and a second output directory with the same seeds gives the same summary.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ets_core::eval::{recount_kv, summarize, EvalRecord, EvalSummary};
+use ets_core::eval::{EvalRecord, EvalSummary};
+use ets_core::search::NodeRecord;
 use serde_json::Value;
 
 const OUTPUTS: [&str; 5] = [
@@ -88,6 +90,71 @@ fn deterministic(summary: &EvalSummary) -> Value {
     v
 }
 
+/// The paper's KV of one depth counted here, not with `ets_core::eval::recount_kv` (what the
+/// records' `kv_recount_tokens` come from): the tokens of every node on a root→candidate path,
+/// each node once, the root (the prompt) included.
+fn union_tokens(nodes: &[NodeRecord], candidates: &[u64]) -> u64 {
+    let mut on_paths = BTreeSet::new();
+    for &candidate in candidates {
+        let mut at = Some(candidate);
+        while let Some(id) = at {
+            let node = nodes.iter().find(|n| n.id == id).expect("a recorded node");
+            on_paths.insert(id);
+            at = node.parent;
+        }
+    }
+    nodes
+        .iter()
+        .filter(|n| on_paths.contains(&n.id))
+        .map(|n| n.tokens as u64)
+        .sum()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// A method's cell computed here from its records, not with `ets_core::eval::summarize`.
+struct Expected {
+    runs: usize,
+    correct: usize,
+    kv: f64,
+    generated: f64,
+    peak_live: u64,
+    per_minute: f64,
+}
+
+fn expected_cells(records: &[EvalRecord]) -> BTreeMap<String, Expected> {
+    let mut by_method: BTreeMap<String, Vec<&EvalRecord>> = BTreeMap::new();
+    for r in records {
+        by_method
+            .entry(r.method.name().to_owned())
+            .or_default()
+            .push(r);
+    }
+    by_method
+        .into_iter()
+        .map(|(method, rs)| {
+            let n = rs.len() as f64;
+            let sum = |f: &dyn Fn(&EvalRecord) -> f64| rs.iter().map(|r| f(r)).sum::<f64>();
+            let wall = sum(&|r| r.outcome.stats.wall_time.as_secs_f64());
+            let cell = Expected {
+                runs: rs.len(),
+                correct: rs.iter().filter(|r| r.correct).count(),
+                kv: sum(&|r| r.outcome.stats.kv_metric_tokens as f64) / n,
+                generated: sum(&|r| r.outcome.stats.generated_tokens as f64) / n,
+                peak_live: rs
+                    .iter()
+                    .map(|r| r.outcome.stats.peak_live_tokens)
+                    .max()
+                    .unwrap(),
+                per_minute: n * 60.0 / wall,
+            };
+            (method, cell)
+        })
+        .collect()
+}
+
 #[test]
 fn issue5_eval_of_all_methods_writes_consistent_resumable_reproducible_reports() {
     let first = out_dir("a");
@@ -105,13 +172,18 @@ fn issue5_eval_of_all_methods_writes_consistent_resumable_reproducible_reports()
     assert_eq!(recs.len(), 2 * 5, "one line per problem × method");
     for r in &recs {
         let o = &r.outcome;
-        let recount: u64 = recount_kv(&o.nodes, &o.depths).iter().sum();
         let cell = format!("{} {}", r.problem_id, r.method.name());
+        let mut recount = 0;
+        for d in o.depths.iter().filter(|d| !d.candidates.is_empty()) {
+            let tokens = union_tokens(&o.nodes, &d.candidates);
+            assert_eq!(d.union_tokens, tokens, "{cell} depth {}", d.depth);
+            recount += tokens;
+        }
         assert_eq!(
             recount, o.stats.kv_metric_tokens,
             "{cell}: KV metric vs the tree"
         );
-        assert_eq!(r.kv_recount_tokens, recount, "{cell}");
+        assert_eq!(r.kv_recount_tokens, recount, "{cell}: the record's recount");
         assert!(
             recount > 0 && o.nodes.len() > 1,
             "{cell}: a tree was recorded"
@@ -125,20 +197,46 @@ fn issue5_eval_of_all_methods_writes_consistent_resumable_reproducible_reports()
         assert_eq!(r.answer.is_some(), voters > 0, "{cell}");
         assert_eq!((r.width, r.seed), (4, 7));
     }
+    // summary.json and summary.md against the cells computed here from the records.
     let s = summary(&first);
+    let expected = expected_cells(&recs);
     assert_eq!(
-        s,
-        summarize("gsm8k", ets_core::answer::Grader::default(), recs.clone()),
-        "summary.json is the records' summary"
+        (s.dataset.as_str(), s.problems, s.seeds.as_slice()),
+        ("gsm8k", 2, [7].as_slice())
     );
-    assert_eq!(s.cells.len(), 5);
-    assert!(s
-        .cells
-        .iter()
-        .all(|c| c.runs == 2 && c.kv_metric_tokens > 0.0));
-    assert_eq!(s.comparisons.len(), 1);
+    assert_eq!(s.grader, ets_core::answer::Grader::default());
+    let methods: Vec<&str> = s.cells.iter().map(|c| c.method.as_str()).collect();
+    assert_eq!(methods, ["ets", "rebase", "beam", "dvts", "bon"]);
     let md = std::fs::read_to_string(first.join("summary.md")).unwrap();
-    assert_eq!(md, ets_core::eval::markdown_table(&s));
+    for c in &s.cells {
+        let e = &expected[&c.method];
+        let m = &c.method;
+        assert_eq!((c.width, c.runs, c.correct), (4, e.runs, e.correct), "{m}");
+        assert!(close(c.accuracy, e.correct as f64 / e.runs as f64), "{m}");
+        assert!(close(c.kv_metric_tokens, e.kv) && e.kv > 0.0, "{m}");
+        assert!(close(c.generated_tokens, e.generated), "{m}");
+        assert_eq!(c.peak_live_tokens, e.peak_live, "{m}");
+        assert!(close(c.problems_per_minute, e.per_minute), "{m}");
+        let row = format!(
+            "| {m} | 4 | {} | {:.3} ({}/{}) | {:.1} |",
+            e.runs,
+            e.correct as f64 / e.runs as f64,
+            e.correct,
+            e.runs,
+            e.kv
+        );
+        assert!(md.contains(&row), "no row `{row}` in:\n{md}");
+    }
+    assert_eq!(s.comparisons.len(), 1);
+    let c = &s.comparisons[0];
+    let (ets, rebase) = (&expected["ets"], &expected["rebase"]);
+    let kv_ratio = rebase.kv / ets.kv;
+    assert!(close(c.kv_rebase_over_ets.unwrap(), kv_ratio), "{c:?}");
+    let accuracy_gap =
+        ets.correct as f64 / ets.runs as f64 - rebase.correct as f64 / rebase.runs as f64;
+    assert!(close(c.accuracy_ets_minus_rebase, accuracy_gap), "{c:?}");
+    let row = format!("| 4 | {kv_ratio:.2}× |");
+    assert!(md.contains(&row), "no row `{row}` in:\n{md}");
 
     // Rerun into the same directory: nothing runs again, nothing changes.
     let before = std::fs::read_to_string(first.join("results.jsonl")).unwrap();

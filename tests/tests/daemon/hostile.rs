@@ -279,7 +279,10 @@ fn a_full_daemon_refuses_the_newest_submissions_in_submission_order() {
             }
             Response::Error { kind, message } => {
                 assert_eq!(kind, ErrorKind::Resources, "{message}");
-                assert!(message.contains("queue is full"), "{message}");
+                assert!(
+                    message.contains("queue is full") && message.contains("--max-queue"),
+                    "{message}"
+                );
                 replies.push("refused".to_owned());
             }
             other => job_messages.push(other),

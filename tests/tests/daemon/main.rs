@@ -5,11 +5,13 @@
 //! count totals, stop the daemon or need other flags start their own.
 
 mod cli;
+mod daemon_flags;
 mod eval;
 mod fault_proxy;
 mod hostile;
 mod lifecycle;
 mod llama_server;
+mod models;
 mod partial;
 mod remote;
 mod remote_faults;

@@ -97,8 +97,27 @@ impl Daemon {
         daemon
     }
 
+    /// Starts `etsd` on the model store `store` (not the test store) and waits until it answers.
+    pub fn start_with_store(name: &str, store: &Path, extra: &[&str]) -> Daemon {
+        let dir = temp_dir(name);
+        let socket = dir.join("ets").join("etsd.sock");
+        let child = Self::spawn_with_store(&socket, &dir, store, extra);
+        let mut daemon = Daemon {
+            child: Some(child),
+            socket,
+            dir,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
     /// Spawns `etsd` on `socket` without waiting.
     pub fn spawn(socket: &Path, dir: &Path, extra: &[&str]) -> Child {
+        Self::spawn_with_store(socket, dir, &models_dir(), extra)
+    }
+
+    /// Spawns `etsd` on `socket` and the model store `store` without waiting.
+    pub fn spawn_with_store(socket: &Path, dir: &Path, store: &Path, extra: &[&str]) -> Child {
         let (etsd, _) = binaries();
         std::fs::create_dir_all(dir).unwrap();
         let mut command = Command::new(etsd);
@@ -116,7 +135,7 @@ impl Daemon {
             .arg("--socket")
             .arg(socket)
             .arg("--models-dir")
-            .arg(models_dir())
+            .arg(store)
             .args(["--auto-pull", "false"])
             .args(extra)
             .env("RUST_LOG", "info")
