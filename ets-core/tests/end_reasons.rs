@@ -421,7 +421,11 @@ fn a_backend_stopped_mid_call_ends_the_search_as_stopped_with_what_it_found() {
             let o = result.expect("a stopped search returns its outcome");
             assert_eq!(o.end, EndReason::Stopped);
             assert_eq!(o.depths.len(), 2, "the two depths before the failed call");
-            assert!(o.stats.finished >= 1 && o.answer.is_some(), "{:?}", o.answer);
+            assert!(
+                o.stats.finished >= 1 && o.answer.is_some(),
+                "{:?}",
+                o.answer
+            );
             assert!(states(&o, NodeState::Open) > 0);
         } else {
             assert!(result.is_err());
