@@ -128,29 +128,6 @@ pub fn disk_bytes(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_file_is_an_error_naming_it() {
-        let dir = std::env::temp_dir();
-        let missing_file = ModelFiles::Gguf {
-            dir: dir.clone(),
-            file: "no-such-model.gguf".into(),
-        };
-        let e = missing_file.check().unwrap_err().to_string();
-        assert!(e.contains("no-such-model.gguf"), "{e}");
-        let missing_dir = ModelFiles::Gguf {
-            dir: "/nonexistent/ets-model".into(),
-            file: "m.gguf".into(),
-        };
-        let e = missing_dir.check().unwrap_err();
-        assert!(matches!(e, Error::MissingPath { .. }), "{e}");
-        assert!(e.to_string().contains("/nonexistent/ets-model"), "{e}");
-    }
-}
-
 /// Largest JSON/TOML text a model folder may hold for ETS to parse: `tokenizer.json` files of
 /// 256k-token vocabularies are ~20 MiB; configs, manifests and PRM profiles are kilobytes.
 pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
@@ -187,4 +164,27 @@ pub(crate) fn check_size(path: &Path, format: &'static str, max: u64) -> Result<
 pub(crate) fn read_text(path: &Path, format: &'static str, max: u64) -> Result<String, Error> {
     check_size(path, format, max)?;
     std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_file_is_an_error_naming_it() {
+        let dir = std::env::temp_dir();
+        let missing_file = ModelFiles::Gguf {
+            dir: dir.clone(),
+            file: "no-such-model.gguf".into(),
+        };
+        let e = missing_file.check().unwrap_err().to_string();
+        assert!(e.contains("no-such-model.gguf"), "{e}");
+        let missing_dir = ModelFiles::Gguf {
+            dir: "/nonexistent/ets-model".into(),
+            file: "m.gguf".into(),
+        };
+        let e = missing_dir.check().unwrap_err();
+        assert!(matches!(e, Error::MissingPath { .. }), "{e}");
+        assert!(e.to_string().contains("/nonexistent/ets-model"), "{e}");
+    }
 }
