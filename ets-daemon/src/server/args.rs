@@ -43,9 +43,10 @@ pub struct DaemonArgs {
     )]
     pub keep_alive: i64,
 
-    /// Exit after this many minutes with no jobs and no clients.
-    #[arg(long, value_name = "MINUTES")]
-    pub idle_exit: Option<u64>,
+    /// Exit after this long with no jobs and no clients: minutes (`30`), or with a unit
+    /// (`90s`, `15m`, `2h`).
+    #[arg(long, value_name = "MINUTES", value_parser = parse_idle_exit)]
+    pub idle_exit: Option<Duration>,
 
     /// Write logs to this file instead of stderr (`RUST_LOG` sets the level; default info).
     #[arg(long, value_name = "PATH")]
@@ -222,6 +223,35 @@ pub fn keep_alive_duration(secs: i64) -> Option<Duration> {
     u64::try_from(secs).ok().map(Duration::from_secs)
 }
 
+/// Parses `--idle-exit`: a bare number is minutes; `s`, `m` and `h` name the unit.
+fn parse_idle_exit(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (try 30, 90s, 15m or 2h)"))?;
+    let secs = match unit {
+        "" | "m" | "min" => 60,
+        "s" => 1,
+        "h" => 3600,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (a bare number is minutes; or use s, m, h)"
+            ))
+        }
+    };
+    if number == 0 {
+        return Err(format!(
+            "`{text}`: an idle exit after no time would exit at once"
+        ));
+    }
+    number
+        .checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
 /// Parses a byte count: `1048576`, `512M`, `4GiB`, `1.5G`.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -252,6 +282,17 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_exit_is_minutes_unless_a_unit_says_otherwise() {
+        assert_eq!(parse_idle_exit("30"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_idle_exit("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_idle_exit("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_idle_exit("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["", "0", "5d", "1.5m", "-3", "99999999999999999999h"] {
+            assert!(parse_idle_exit(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn byte_counts_parse_with_units() {

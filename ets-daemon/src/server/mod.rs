@@ -161,8 +161,8 @@ async fn serve(
         "etsd listening"
     );
     tokio::spawn(reap_idle_models(daemon.clone()));
-    if let Some(minutes) = daemon.args.idle_exit {
-        tokio::spawn(idle_exit(daemon.clone(), Duration::from_secs(minutes * 60)));
+    if let Some(after) = daemon.args.idle_exit {
+        tokio::spawn(idle_exit(daemon.clone(), after));
     }
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -253,7 +253,7 @@ async fn idle_exit(daemon: Arc<Daemon>, after: Duration) {
     loop {
         tick.tick().await;
         if daemon.idle_for().is_some_and(|idle| idle >= after) {
-            tracing::info!(minutes = after.as_secs() / 60, "idle: exiting");
+            tracing::info!(idle_secs = after.as_secs(), "idle: exiting");
             daemon.begin_shutdown();
             return;
         }

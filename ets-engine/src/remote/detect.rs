@@ -75,37 +75,73 @@ fn owner(models: &Value) -> Option<String> {
     models["data"][0]["owned_by"].as_str().map(str::to_owned)
 }
 
-/// One request of each kind on the first endpoint that is up: tokenize, a one-token step with
-/// its token ids, next-token log-probabilities.
+/// A check that failed on one endpoint; `transient` when no answer said why (a connection
+/// refused or cut, a timeout, a 5xx).
+struct CheckFailure {
+    message: String,
+    transient: bool,
+}
+
+/// Runs `check` on the endpoints that are up, in order, until one passes. An endpoint that stops
+/// answering during its check (a server killed while the model loads) is marked down and the
+/// next one is tried; an endpoint that still answers (its `/v1/models`) but fails a check fails
+/// the load.
+fn on_an_answering_endpoint(
+    remote: &Remote,
+    check: impl Fn(&str) -> Result<(), CheckFailure>,
+) -> Result<(), String> {
+    let mut last = None;
+    for endpoint in remote.pool.endpoints().iter().filter(|e| e.is_up()) {
+        match check(&endpoint.url) {
+            Ok(()) => return Ok(()),
+            Err(CheckFailure {
+                message,
+                transient: true,
+            }) if !remote.http.probe(&format!("{}/v1/models", endpoint.url)) => {
+                endpoint.mark_down(&message);
+                last = Some(message);
+            }
+            Err(CheckFailure { message, .. }) => return Err(message),
+        }
+    }
+    Err(last.unwrap_or_else(|| "no endpoint is up".into()))
+}
+
+/// One request of each kind on an endpoint that is up: tokenize, a one-token step with its
+/// token ids, next-token log-probabilities.
 pub(super) fn check_capabilities(remote: &Remote) -> Result<(), String> {
-    let Some(endpoint) = remote.pool.endpoints().iter().find(|e| e.is_up()) else {
-        return Err("no endpoint is up".into());
-    };
-    let (http, base, d, model) = (
-        &remote.http,
-        &endpoint.url,
-        remote.dialect,
-        &remote.served_name,
-    );
+    on_an_answering_endpoint(remote, |base| check_capabilities_on(remote, base))
+}
+
+fn check_capabilities_on(remote: &Remote, base: &str) -> Result<(), CheckFailure> {
+    let (http, d, model) = (&remote.http, remote.dialect, &remote.served_name);
     // Only an answer says the server lacks something; a connection that failed (a kept-alive
     // connection the server had just closed, a server still starting) is retried, and if it
     // keeps failing the error says the check could not be made.
     let lacks = |what: &str, e: HttpError| match e {
-        HttpError::Attempt(AttemptError::Permanent(m)) => {
-            format!("endpoint {base} ({}) lacks {what}: {m}", d.name())
-        }
-        HttpError::Attempt(AttemptError::Transient(m)) => {
-            format!(
+        HttpError::Attempt(AttemptError::Permanent(m)) => CheckFailure {
+            message: format!("endpoint {base} ({}) lacks {what}: {m}", d.name()),
+            transient: false,
+        },
+        HttpError::Attempt(AttemptError::Transient(m)) => CheckFailure {
+            message: format!(
                 "endpoint {base} ({}) failed the check for {what}: {m}",
                 d.name()
-            )
-        }
-        HttpError::Stopped => "stopped".into(),
+            ),
+            transient: true,
+        },
+        HttpError::Stopped => CheckFailure {
+            message: "stopped".into(),
+            transient: false,
+        },
     };
     let ids = retried(|| d.tokenize(http, base, "Hello", false, model))
         .map_err(|e| lacks("tokenize", e))?;
     if ids.is_empty() {
-        return Err(format!("endpoint {base} tokenizes `Hello` to no tokens"));
+        return Err(CheckFailure {
+            message: format!("endpoint {base} tokenizes `Hello` to no tokens"),
+            transient: false,
+        });
     }
     let sampling = ets_core::SamplingConfig::default();
     let step = StepRequest {
@@ -125,31 +161,34 @@ pub(super) fn check_capabilities(remote: &Remote) -> Result<(), String> {
     let next = retried(|| d.next_token_logprobs(http, base, &ids, 2, model, None))
         .map_err(|e| lacks("next-token log-probabilities", e))?;
     if next.top.is_empty() {
-        return Err(format!(
-            "endpoint {base} returns no next-token log-probabilities"
-        ));
+        return Err(CheckFailure {
+            message: format!("endpoint {base} returns no next-token log-probabilities"),
+            transient: false,
+        });
     }
     Ok(())
 }
 
-/// One embedding request on the first endpoint that is up.
+/// One embedding request on an endpoint that is up.
 pub(super) fn check_embeddings(remote: &Remote) -> Result<(), String> {
-    let Some(endpoint) = remote.pool.endpoints().iter().find(|e| e.is_up()) else {
-        return Err("no endpoint is up".into());
-    };
-    let (base, d) = (&endpoint.url, remote.dialect);
-    retried(|| d.embed(&remote.http, base, &["Hello"], &remote.served_name)).map_err(|e| {
-        let m = match e {
-            HttpError::Attempt(AttemptError::Permanent(m) | AttemptError::Transient(m)) => m,
-            HttpError::Stopped => "stopped".into(),
-        };
-        format!(
-            "endpoint {base} ({}) does not embed text at /v1/embeddings (a llama-server needs \
-             --embeddings): {m}",
-            d.name()
-        )
-    })?;
-    Ok(())
+    on_an_answering_endpoint(remote, |base| {
+        let d = remote.dialect;
+        retried(|| d.embed(&remote.http, base, &["Hello"], &remote.served_name))
+            .map(|_| ())
+            .map_err(|e| {
+                let (m, transient) = match e {
+                    HttpError::Attempt(AttemptError::Permanent(m)) => (m, false),
+                    HttpError::Attempt(AttemptError::Transient(m)) => (m, true),
+                    HttpError::Stopped => ("stopped".into(), false),
+                };
+                let message = format!(
+                    "endpoint {base} ({}) does not embed text at /v1/embeddings (a llama-server \
+                     needs --embeddings): {m}",
+                    d.name()
+                );
+                CheckFailure { message, transient }
+            })
+    })
 }
 
 /// `call`, tried again after 0.2, 0.4 and 0.8 s while it fails transiently.

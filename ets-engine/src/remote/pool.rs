@@ -147,10 +147,14 @@ impl Endpoint {
             .fetch_add(reused.unwrap_or(0), Ordering::Relaxed);
     }
 
-    /// Marks it down (it did not answer at load).
+    /// Marks it down (it did not answer at load, or stopped answering during the load's
+    /// checks); counted as an error.
     pub fn mark_down(&self, message: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_error) = Some(message.to_owned());
-        self.up.store(false, Ordering::Release);
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing_down(&self.url, message);
+        }
     }
 
     fn succeeded(&self, took: Duration) {

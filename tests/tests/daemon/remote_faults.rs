@@ -152,8 +152,8 @@ fn an_eval_on_two_servers_finishes_every_job_when_one_is_killed_mid_way() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("running ets eval");
-    // Kill one server once both have answered search requests (the model is loaded and jobs
-    // are running on each).
+    // Kill one server once both have answered search requests and the first cells are
+    // written (the models are loaded and jobs are running on each).
     let started = Instant::now();
     loop {
         let status = daemon.connect().status();
@@ -162,7 +162,10 @@ fn an_eval_on_two_servers_finishes_every_job_when_one_is_killed_mid_way() {
             .iter()
             .find(|m| m.model == "smol")
             .is_some_and(|m| m.endpoints.iter().all(|e| e.requests >= 4));
-        if served {
+        let written = std::fs::read_to_string(out.join("results.jsonl"))
+            .map(|text| text.lines().count())
+            .unwrap_or(0);
+        if served && written >= 2 {
             break;
         }
         if let Some(code) = eval.try_wait().unwrap() {
