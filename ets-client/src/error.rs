@@ -46,7 +46,7 @@ pub enum ClientError {
         daemon_name: String,
     },
     /// The daemon refused a request.
-    #[error("the daemon refused the request ({kind:?}): {message}")]
+    #[error("the daemon refused the request ({kind}): {message}")]
     Server {
         /// Class of the error.
         kind: ErrorKind,
@@ -54,7 +54,7 @@ pub enum ClientError {
         message: String,
     },
     /// A job failed.
-    #[error("job {job} failed ({kind:?}): {message}")]
+    #[error("job {job} failed ({kind}): {message}")]
     JobFailed {
         /// The job.
         job: JobId,

@@ -63,8 +63,10 @@ async fn replies_match_requests_in_order_and_job_messages_reach_their_job() {
             peer.send(event(11, JobEvent::Started)).await;
             peer.send(event(10, JobEvent::Started)).await;
             let best = SearchEvent::BestAnswer {
+                depth: 1,
                 answer: "4".into(),
                 support: 1.0,
+                share: 1.0,
                 votes: 1,
             };
             peer.send(event(10, JobEvent::Search(best))).await;

@@ -140,6 +140,17 @@ pub struct SearchConfig {
     ///
     /// [`EndReason::Decided`]: crate::search::EndReason::Decided
     pub stop_when_decided: bool,
+    /// Stop once one answer holds at least this share of the vote (its weight over the
+    /// weight of every answer, under [`vote`](Self::vote); for a best-of vote, its share of the
+    /// finished trajectories) and at least [`min_finished`](Self::min_finished) trajectories
+    /// have finished. Unlike [`stop_when_decided`](Self::stop_when_decided) this may change the
+    /// answer the full search would give; it ends with [`EndReason::ShareReached`] so results
+    /// say which stop fired. Width-based methods (ETS, REBASE, beam); off (`None`) by default.
+    ///
+    /// [`EndReason::ShareReached`]: crate::search::EndReason::ShareReached
+    pub stop_at_share: Option<f64>,
+    /// Finished trajectories [`stop_at_share`](Self::stop_at_share) waits for (default 1).
+    pub min_finished: usize,
 }
 
 impl Default for SearchConfig {
@@ -161,6 +172,8 @@ impl Default for SearchConfig {
             retention_time_limit: None,
             vote: VoteRule::WeightedMajority(StepAggregate::Last),
             stop_when_decided: false,
+            stop_at_share: None,
+            min_finished: 1,
         }
     }
 }
@@ -248,6 +261,22 @@ impl SearchConfig {
                 "answer_markers",
                 &self.answer_markers,
                 "must not contain an empty marker",
+            ));
+        }
+        if let Some(share) = self.stop_at_share {
+            if !(share.is_finite() && share > 0.0 && share <= 1.0) {
+                return Err(ConfigError::new(
+                    "stop_at_share",
+                    share,
+                    "must be a share of the vote in (0, 1]",
+                ));
+            }
+        }
+        if self.min_finished == 0 || self.min_finished > self.width {
+            return Err(ConfigError::new(
+                "min_finished",
+                self.min_finished,
+                "must be between 1 and the width",
             ));
         }
         if let Some(limit) = self.retention_time_limit.filter(|t| t.is_zero()) {

@@ -334,6 +334,7 @@ fn end_reasons_print_kebab_case_names() {
             "depth-cap",
             "width-spent",
             "decided",
+            "share-reached",
             "frontier-empty",
             "deadline"
         ]

@@ -342,6 +342,28 @@ fn events_arrive_in_order_and_a_stop_ends_the_search() {
             .iter()
             .any(|e| matches!(e, SearchEvent::BestAnswer { .. })));
     }
+    // The best answer so far follows its depth's DepthDone, with a share of the vote; the
+    // last one is the search's answer.
+    let mut last_best = None;
+    for (i, e) in events.iter().enumerate() {
+        if let SearchEvent::BestAnswer {
+            depth,
+            answer,
+            share,
+            votes,
+            ..
+        } = e
+        {
+            assert!(
+                matches!(events[i - 1], SearchEvent::DepthDone { depth: d, .. } if d == *depth),
+                "BestAnswer at depth {depth} right after that depth's DepthDone"
+            );
+            assert!((0.0..=1.0).contains(share) && *share > 0.0, "share {share}");
+            assert!(*votes >= 1);
+            last_best = Some(answer.clone());
+        }
+    }
+    assert_eq!(last_best, o.answer);
 
     // Stop after the first depth: the search ends as stopped and lets go of all its KV.
     let mut policy = ToyPolicy::default();

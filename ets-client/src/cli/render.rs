@@ -147,6 +147,7 @@ fn end_reason(outcome: &SearchOutcome) -> &'static str {
         WidthSpent => "width spent",
         FrontierEmpty => "frontier empty",
         Decided => "vote decided",
+        ShareReached => "vote share reached",
         DepthCap => "depth cap",
         Stopped => "stopped",
         Deadline => "deadline passed: partial result",
@@ -211,12 +212,16 @@ pub fn event(job: u64, event: &ets_client::JobEvent) -> String {
                 bytes(*live_bytes)
             ),
             SearchEvent::BestAnswer {
+                depth,
                 answer,
                 support,
+                share,
                 votes,
             } => format!(
-                "best answer so far: {} ({votes} votes, support {support:.2})",
-                short(answer, 40)
+                "best answer after depth {depth}: {} ({:.0}% of the vote, {votes} votes, \
+                 support {support:.2})",
+                short(answer, 40),
+                share * 100.0
             ),
         },
     };

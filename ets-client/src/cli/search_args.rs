@@ -64,6 +64,16 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub stop_when_decided: bool,
 
+    /// Stop once one answer holds this share of the vote (0-1], e.g. 0.8; may change the
+    /// answer the full search would give, so the result ends `share-reached` (ETS, REBASE
+    /// and beam).
+    #[arg(long, value_name = "SHARE")]
+    pub stop_at_share: Option<f64>,
+
+    /// Finished trajectories `--stop-at-share` waits for [default: 1].
+    #[arg(long, value_name = "N", requires = "stop_at_share")]
+    pub min_finished: Option<usize>,
+
     /// Wall-clock budget per job in seconds from acceptance; the job fails past it.
     #[arg(long, value_name = "SECS")]
     pub deadline: Option<f64>,
@@ -147,6 +157,10 @@ impl SettingsArgs {
         set(&mut config.max_total_tokens, self.max_total_tokens);
         set(&mut config.sampling.temperature, self.temperature);
         config.stop_when_decided |= self.stop_when_decided;
+        if self.stop_at_share.is_some() {
+            config.stop_at_share = self.stop_at_share;
+        }
+        set(&mut config.min_finished, self.min_finished);
         config
             .answer_markers
             .extend(self.answer_markers.iter().cloned());
@@ -277,5 +291,41 @@ mod tests {
             .unwrap_err();
         assert!(e.0.contains("--deadline"), "{e}");
         assert!(Wrapper::try_parse_from(["t", "--method", "mcts"]).is_err());
+        let e = parse(&["--stop-at-share", "1.5"])
+            .request("x", Overrides::default())
+            .unwrap_err();
+        assert!(e.0.starts_with("--stop-at-share"), "{e}");
+        let e = parse(&[
+            "--width",
+            "4",
+            "--stop-at-share",
+            "0.8",
+            "--min-finished",
+            "5",
+        ])
+        .request("x", Overrides::default())
+        .unwrap_err();
+        assert!(e.0.starts_with("--min-finished"), "{e}");
+        let alone = Wrapper::try_parse_from(["t", "--min-finished", "2"]).unwrap_err();
+        assert!(alone.to_string().contains("--stop-at-share"), "{alone}");
+    }
+
+    #[test]
+    fn share_stop_flags_reach_the_config() {
+        let r = parse(&[
+            "--width",
+            "8",
+            "--stop-at-share",
+            "0.75",
+            "--min-finished",
+            "3",
+        ])
+        .request("x", Overrides::default())
+        .unwrap();
+        assert_eq!(r.config.stop_at_share, Some(0.75));
+        assert_eq!(r.config.min_finished, 3);
+        let r = parse(&[]).request("x", Overrides::default()).unwrap();
+        assert_eq!(r.config.stop_at_share, None);
+        assert_eq!(r.config.min_finished, SearchConfig::default().min_finished);
     }
 }

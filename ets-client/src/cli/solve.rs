@@ -266,7 +266,13 @@ impl Progress {
                 self.live_tokens = *live_tokens;
                 self.live_bytes = *live_bytes;
             }
-            SearchEvent::BestAnswer { answer, .. } => self.best = Some(answer.clone()),
+            SearchEvent::BestAnswer { answer, share, .. } => {
+                self.best = Some(format!(
+                    "{} ({:.0}%)",
+                    render::short(answer, 40),
+                    share * 100.0
+                ))
+            }
             _ => {}
         }
     }
@@ -287,7 +293,7 @@ impl Progress {
             ));
         }
         if let Some(best) = &self.best {
-            line.push_str(&format!(" · best: {}", render::short(best, 40)));
+            line.push_str(&format!(" · best: {best}"));
         }
         self.bar.set_message(line);
     }

@@ -46,5 +46,6 @@ pub use hendrycks::math_normalize;
 pub use lenient_normalize::lenient_normalize;
 pub use prm800k::{prm800k_equal, prm800k_normalize};
 pub use vote::{
-    aggregate, vote, vote_is_decided, StepAggregate, VoteCandidate, VoteOutcome, VoteRule,
+    aggregate, vote, vote_is_decided, vote_share, StepAggregate, VoteCandidate, VoteOutcome,
+    VoteRule,
 };

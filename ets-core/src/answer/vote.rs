@@ -211,6 +211,40 @@ pub fn vote_is_decided(
     outcome.support > challenger + gain
 }
 
+/// The winner's share of the vote in `outcome` (a vote by `rule`): its weight over the weight
+/// of every group, or for [`VoteRule::BestOf`] (whose weights are maxima, not sums) its share
+/// of the candidates with an answer. `None` without a winner or when the weights do not make a
+/// share (NaN, negative or all zero).
+///
+/// ```
+/// use ets_core::answer::{vote, vote_share, Dataset, Grader, StepAggregate, VoteCandidate, VoteRule};
+/// let c = |answer, step_scores| VoteCandidate { answer: Some(answer), step_scores };
+/// let rule = VoteRule::WeightedMajority(StepAggregate::Last);
+/// let cands = [c("7", &[0.9][..]), c("7", &[0.7][..]), c("3", &[0.4][..])];
+/// let out = vote(&cands, rule, Dataset::Math, Grader::Lenient);
+/// assert!((vote_share(&out, rule).unwrap() - 0.8).abs() < 1e-12);
+/// ```
+pub fn vote_share(outcome: &VoteOutcome, rule: VoteRule) -> Option<f64> {
+    let winner = outcome.answer.as_deref()?;
+    let (mine, total) = match rule {
+        VoteRule::BestOf(_) => {
+            let count = |g: &(String, f64, usize)| g.2 as f64;
+            let mine = outcome.groups.iter().find(|g| g.0 == winner).map(count)?;
+            (mine, outcome.groups.iter().map(count).sum::<f64>())
+        }
+        VoteRule::Majority | VoteRule::WeightedMajority(_) => {
+            if outcome.groups.iter().any(|g| g.1.is_nan() || g.1 < 0.0) {
+                return None;
+            }
+            (
+                outcome.support,
+                outcome.groups.iter().map(|g| g.1).sum::<f64>(),
+            )
+        }
+    };
+    (total > 0.0 && mine.is_finite() && total.is_finite()).then(|| mine / total)
+}
+
 /// Orders weights with NaN below every number.
 fn rank(x: f64) -> f64 {
     if x.is_nan() {

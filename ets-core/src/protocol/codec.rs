@@ -194,4 +194,29 @@ mod tests {
         let e = read_frame::<Request, _>(&mut &garbage[..]).unwrap_err();
         assert!(e.to_string().starts_with("malformed message"), "{e}");
     }
+
+    /// The bytes of messages that cover the search settings and end reasons, pinned to the
+    /// protocol version: a change to them that keeps [`PROTOCOL_VERSION`] would let a client
+    /// and daemon of different builds greet each other and then misread every solve.
+    #[test]
+    fn the_wire_format_changes_only_with_the_protocol_version() {
+        use crate::search::EndReason;
+        let mut request = SolveRequest::new("What is 6 * 7?");
+        request.deadline_ms = Some(1500);
+        request.config.stop_at_share = Some(0.8);
+        let mut wire = encode_frame(&Request::Solve(Box::new(request))).unwrap();
+        wire.extend(encode_frame(&EndReason::ALL.to_vec()).unwrap());
+        // FNV-1a, 64-bit.
+        let hash = wire.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let pinned: &[(u32, u64)] = &[(4, 0xa858_8721_3f6f_b43a)];
+        let expected = pinned.iter().find(|p| p.0 == PROTOCOL_VERSION).map(|p| p.1);
+        assert_eq!(
+            expected,
+            Some(hash),
+            "the wire bytes of protocol {PROTOCOL_VERSION} changed (hash {hash:#x}): if the \
+             change is intended, bump PROTOCOL_VERSION and pin the new hash under it"
+        );
+    }
 }

@@ -18,4 +18,4 @@ pub use messages::*;
 pub use socket::{current_uid, default_socket_path, SOCKET_ENV};
 
 /// Version of the wire protocol; bumped on any incompatible change of [`messages`].
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;

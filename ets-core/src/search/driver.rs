@@ -197,9 +197,15 @@ impl<'a, 't> Driver<'a, 't> {
                 && remaining > 0
                 && width_based
                 && self.vote_decided(remaining);
+            let share_reached = !open.is_empty()
+                && !self.stop
+                && remaining > 0
+                && width_based
+                && !decided
+                && self.share_reached();
             let next = if open.is_empty() || self.stop {
                 Vec::new()
-            } else if (remaining == 0 && width_based) || decided {
+            } else if (remaining == 0 && width_based) || decided || share_reached {
                 for &i in &open {
                     self.close(i, NodeState::Pruned)?;
                     self.stats.pruned += 1;
@@ -226,15 +232,19 @@ impl<'a, 't> Driver<'a, 't> {
                 live_tokens: record.union_tokens,
                 live_bytes: record.union_bytes,
             });
+            self.report_best(depth);
             self.depths.push(record);
             if cut_before_selection || (self.stop && !next.is_empty()) {
                 end = Some(EndReason::Stopped);
                 break;
             }
             if next.is_empty() {
-                end = Some(match decided {
-                    true => EndReason::Decided,
-                    false => self.natural_end(depth, closed.depth_capped),
+                end = Some(if decided {
+                    EndReason::Decided
+                } else if share_reached {
+                    EndReason::ShareReached
+                } else {
+                    self.natural_end(depth, closed.depth_capped)
                 });
                 break;
             }
@@ -569,23 +579,42 @@ impl<'a, 't> Driver<'a, 't> {
             && answer::vote_is_decided(&self.current_vote(), self.config.vote, remaining, 1.0)
     }
 
+    /// Whether `stop_at_share` ends the search: `min_finished` trajectories have finished and
+    /// the leading answer holds the share of the vote.
+    fn share_reached(&self) -> bool {
+        let Some(share) = self.config.stop_at_share else {
+            return false;
+        };
+        self.stats.finished >= self.config.min_finished
+            && answer::vote_share(&self.current_vote(), self.config.vote)
+                .is_some_and(|s| s >= share)
+    }
+
     fn update_best(&mut self) {
-        let outcome = self.current_vote();
-        if let Some(best) = outcome.answer {
-            if self.best.as_deref() != Some(best.as_str()) {
-                let votes = outcome
-                    .groups
-                    .iter()
-                    .find(|g| g.0 == best)
-                    .map_or(0, |g| g.2);
-                self.best = Some(best.clone());
-                self.emit(SearchEvent::BestAnswer {
-                    answer: best,
-                    support: outcome.support,
-                    votes,
-                });
-            }
+        if let Some(best) = self.current_vote().answer {
+            self.best = Some(best);
         }
+    }
+
+    /// Sends the vote so far after `depth`, once some trajectory has an answer.
+    fn report_best(&mut self, depth: usize) {
+        let outcome = self.current_vote();
+        let Some(answer) = outcome.answer.clone() else {
+            return;
+        };
+        let votes = outcome
+            .groups
+            .iter()
+            .find(|g| g.0 == answer)
+            .map_or(0, |g| g.2);
+        let share = answer::vote_share(&outcome, self.config.vote).unwrap_or(0.0);
+        self.emit(SearchEvent::BestAnswer {
+            depth,
+            answer,
+            support: outcome.support,
+            share,
+            votes,
+        });
     }
 
     fn finish_stats(&mut self, started: Instant) {

@@ -106,12 +106,17 @@ pub enum SearchEvent {
         /// The same in bytes.
         live_bytes: u64,
     },
-    /// The voted answer changed.
+    /// The answer the vote over the finished trajectories gives so far: sent after every
+    /// depth's [`DepthDone`](SearchEvent::DepthDone) once some trajectory has an answer.
     BestAnswer {
+        /// The depth just completed.
+        depth: usize,
         /// The answer.
         answer: String,
         /// Weight of its group of votes.
         support: f64,
+        /// Its share of the vote, in [0, 1] (see `answer::vote_share`).
+        share: f64,
         /// Trajectories voting for it.
         votes: usize,
     },

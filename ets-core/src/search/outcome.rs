@@ -167,7 +167,9 @@ pub struct Trajectory {
 ///    the width;
 /// 4. [`Decided`](EndReason::Decided) when `stop_when_decided` pruned open nodes because the
 ///    vote could no longer change;
-/// 5. [`FrontierEmpty`](EndReason::FrontierEmpty) otherwise.
+/// 5. [`ShareReached`](EndReason::ShareReached) when `stop_at_share` pruned open nodes because
+///    one answer held that share of the vote;
+/// 6. [`FrontierEmpty`](EndReason::FrontierEmpty) otherwise.
 ///
 /// [`Deadline`](EndReason::Deadline) is never the driver's: the daemon puts it in place of
 /// `Stopped` when the stop was the job's deadline, so the result says it is partial.
@@ -189,6 +191,10 @@ pub enum EndReason {
     /// The vote was decided (`SearchConfig::stop_when_decided`): no outcome of the unspent
     /// width could change the winner, so the open nodes were pruned.
     Decided,
+    /// One answer held `SearchConfig::stop_at_share` of the vote with at least
+    /// `min_finished` trajectories finished, so the open nodes were pruned. Unlike
+    /// [`Decided`](EndReason::Decided) the full search might have answered otherwise.
+    ShareReached,
     /// The observer asked the search to stop (cancel, deadline and shutdown in the daemon all
     /// arrive this way) while work remained: nodes are left [`NodeState::Open`]. A stop that
     /// arrives once nothing is left to do does not change the reason.
@@ -200,11 +206,12 @@ pub enum EndReason {
 
 impl EndReason {
     /// Every reason, in the order of the rules above (stop first), then the daemon's.
-    pub const ALL: [EndReason; 6] = [
+    pub const ALL: [EndReason; 7] = [
         EndReason::Stopped,
         EndReason::DepthCap,
         EndReason::WidthSpent,
         EndReason::Decided,
+        EndReason::ShareReached,
         EndReason::FrontierEmpty,
         EndReason::Deadline,
     ];
@@ -222,6 +229,7 @@ impl EndReason {
             EndReason::FrontierEmpty => "frontier-empty",
             EndReason::DepthCap => "depth-cap",
             EndReason::Decided => "decided",
+            EndReason::ShareReached => "share-reached",
             EndReason::Stopped => "stopped",
             EndReason::Deadline => "deadline",
         }
