@@ -78,8 +78,15 @@ impl GgufHeader {
             .metadata()
             .map_err(|e| Error::io("reading the size of", path, e))?
             .len();
+        Self::read_from(BufReader::new(file), size, path)
+    }
+
+    /// [`read`](Self::read) of a file already open (or in memory, `&[u8]`): `size` is its
+    /// length in bytes, which every claimed size is checked against, and `path` only names it
+    /// in errors. `reader` should be buffered; it is read up to the end of the header.
+    pub fn read_from(reader: impl Read, size: u64, path: &Path) -> Result<Self, Error> {
         let mut reader = Reader {
-            inner: BufReader::new(file),
+            inner: reader,
             path,
             remaining: size,
             version: 0,
@@ -140,14 +147,14 @@ fn ggml_block(ggml_type: u32) -> Option<(u64, u64)> {
     })
 }
 
-struct Reader<'a> {
-    inner: BufReader<std::fs::File>,
+struct Reader<'a, R> {
+    inner: R,
     path: &'a Path,
     remaining: u64,
     version: u32,
 }
 
-impl Reader<'_> {
+impl<R: Read> Reader<'_, R> {
     fn malformed(&self, field: impl Into<String>, message: impl Into<String>) -> Error {
         Error::Malformed {
             path: self.path.to_path_buf(),
@@ -211,6 +218,12 @@ impl Reader<'_> {
             return Err(self.malformed(field, "the file ends inside it"));
         }
         self.remaining -= len;
+        // Trailing NULs are dropped, as candle's reader drops them: both readers must see the
+        // same keys (a `general.alignment\0` of 0 that only candle took for the alignment
+        // made it divide by zero).
+        while buf.last() == Some(&0) {
+            buf.pop();
+        }
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 
@@ -294,11 +307,15 @@ impl Reader<'_> {
     /// A tensor's elements and bytes must be representable and lie inside the data section.
     fn check_tensor(&self, name: &str, t: &GgufTensor, data_bytes: u64) -> Result<(), Error> {
         let field = format!("tensor {name}");
-        let elements = t
+        // The product of the non-zero dimensions must fit whatever the order: candle multiplies
+        // them innermost last, so a leading zero must not hide an overflow of the rest.
+        let nonzero = t
             .dims
             .iter()
+            .filter(|&&d| d != 0)
             .try_fold(1u64, |n, &d| n.checked_mul(d))
             .ok_or_else(|| self.malformed(&field, "its element count overflows"))?;
+        let elements = if t.dims.contains(&0) { 0 } else { nonzero };
         let bytes = match ggml_block(t.ggml_type) {
             Some((block_bytes, block_elements)) => {
                 if elements % block_elements != 0 {
@@ -385,6 +402,54 @@ impl Reader<'_> {
             t => return Err(self.malformed(key, format!("unknown value type {t}"))),
         })
     }
+}
+
+/// What a model load does with untrusted GGUF bytes, as one call: the body of the fuzz target
+/// `fuzz/fuzz_targets/gguf_header.rs` and of the corpus replay test. [`GgufHeader::read_from`]
+/// first; only when it accepts, candle's `gguf_file::Content::read` (which may still refuse the
+/// file, but must not panic or allocate past its size), then the byte size of every tensor
+/// as candle's tensor reader computes it.
+///
+/// # Panics
+///
+/// Only on a bug of the header check: candle saw other keys or tensors than this reader, or a
+/// tensor it would allocate more bytes for than the file has.
+#[doc(hidden)]
+pub fn screen_bytes(data: &[u8]) -> Result<GgufHeader, Error> {
+    let header = GgufHeader::read_from(data, data.len() as u64, Path::new("<bytes>"))?;
+    let mut cursor = std::io::Cursor::new(data);
+    let Ok(content) = candle_core::quantized::gguf_file::Content::read(&mut cursor) else {
+        return Ok(header);
+    };
+    let same_keys = content.metadata.len() == header.metadata.len()
+        && content
+            .metadata
+            .keys()
+            .all(|k| header.metadata.contains_key(k));
+    assert!(
+        same_keys,
+        "candle read other metadata keys than the header check"
+    );
+    let same_tensors = content.tensor_infos.len() == header.tensors.len()
+        && content
+            .tensor_infos
+            .keys()
+            .all(|k| header.tensors.contains_key(k));
+    assert!(
+        same_tensors,
+        "candle read other tensors than the header check"
+    );
+    for (name, info) in &content.tensor_infos {
+        // As `TensorInfo::read` sizes the buffer it allocates.
+        let elements = info.shape.elem_count();
+        let bytes = elements / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+        assert!(
+            bytes <= data.len(),
+            "tensor {name}: candle would allocate {bytes} bytes for a {}-byte file",
+            data.len()
+        );
+    }
+    Ok(header)
 }
 
 #[cfg(test)]

@@ -221,3 +221,89 @@ fn a_file_that_is_not_gguf_names_the_magic() {
         "magic"
     );
 }
+
+#[test]
+fn read_from_bytes_agrees_with_read_from_a_file() {
+    let good = written_by_candle();
+    let file = TempFile::new("same.gguf", &good);
+    let from_file = GgufHeader::read(&file.path).unwrap();
+    let from_bytes = GgufHeader::read_from(&good[..], good.len() as u64, &file.path).unwrap();
+    assert_eq!(from_bytes.metadata, from_file.metadata);
+    assert_eq!(from_bytes.tensors, from_file.tensors);
+    let e = GgufHeader::read_from(&good[..40], 40, Path::new("cut.gguf")).unwrap_err();
+    assert!(e.to_string().contains("cut.gguf"), "{e}");
+    screen_bytes(&good).unwrap();
+}
+
+/// Regression: a key `general.alignment\0` of 0 passed (this reader saw another key and took
+/// the default alignment) and candle, which drops trailing NULs, then divided by zero.
+#[test]
+fn a_nul_terminated_alignment_of_zero_is_refused_before_candle_divides_by_it() {
+    let bytes = header_with_entry("general.alignment\0", 4, &0u32.to_le_bytes());
+    assert_eq!(
+        malformed_field(screen_bytes(&bytes).unwrap_err()),
+        "general.alignment"
+    );
+    let bytes = header_with_entry(
+        "general.architecture\0\0",
+        8,
+        b"\x07\0\0\0\0\0\0\0llama\0\0",
+    );
+    let header = screen_bytes(&bytes).unwrap();
+    assert_eq!(header.architecture().unwrap(), "llama");
+}
+
+/// Regression: dimensions `[0, 2^40, 2^40]` have 0 elements in this reader's order, but candle
+/// multiplies them innermost last and overflowed (a panic with overflow checks on).
+#[test]
+fn a_zero_dimension_does_not_hide_an_overflow_of_the_others() {
+    let good = written_by_candle();
+    let hidden = with_first_tensor_dims(&good, 3, &[0, 1 << 40, 1 << 40]);
+    let e = screen_bytes(&hidden).unwrap_err();
+    assert!(e.to_string().contains("overflows"), "{e}");
+    let empty = with_first_tensor_dims(&good, 3, &[0, 32, 2]);
+    screen_bytes(&empty).unwrap();
+}
+
+/// Corpus replay: every seed of the `gguf_header` fuzz target (`fuzz/corpus/`) through the fuzz
+/// body ([`screen_bytes`]: the header check, then candle's reader when it passes), as CI's
+/// `cargo test` runs it; no panic, and the crafted 52-byte file is refused naming its field.
+#[test]
+fn the_fuzz_corpus_replays_without_a_panic() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gguf_header");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 15,
+        "{} seeds in {}",
+        files.len(),
+        dir.display()
+    );
+    let mut accepted = 0;
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        if screen_bytes(&bytes).is_ok() {
+            accepted += 1;
+        }
+    }
+    assert!(
+        accepted >= 5,
+        "only {accepted} seeds passed the header check"
+    );
+    let crafted = std::fs::read(dir.join("crafted-key-2p40.gguf")).unwrap();
+    assert_eq!(crafted, crafted_key_length_as_in_hostile_rs());
+    assert_eq!(
+        malformed_field(screen_bytes(&crafted).unwrap_err()),
+        "metadata key #0"
+    );
+}
+
+/// `crafted_gguf()` of `tests/tests/daemon/hostile.rs`, byte for byte.
+fn crafted_key_length_as_in_hostile_rs() -> Vec<u8> {
+    let mut b = crafted_key_length(1 << 40);
+    b[32..].fill(b'a');
+    b
+}

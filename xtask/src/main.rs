@@ -5,7 +5,8 @@
 //! `cargo xtask bench-engine`), the end-to-end search benchmark of both engines
 //! ([`bench_search`]: `cargo xtask bench-search`), the llama.cpp reference binaries built from
 //! source ([`llama_cpp`]: `cargo xtask llama-cpp`), the daemon soak ([`soak`]:
-//! `cargo xtask soak`), and later the evaluation runners.
+//! `cargo xtask soak`), the fuzz runs ([`fuzz`]: `cargo xtask fuzz --minutes N`), and later the
+//! evaluation runners.
 //! **Must not**: be a dependency of any product crate.
 
 #[cfg(feature = "engines")]
@@ -14,6 +15,7 @@ mod bench_engine;
 mod bench_remote;
 #[cfg(feature = "engines")]
 mod bench_search;
+mod fuzz;
 mod llama_cpp;
 #[cfg(feature = "engines")]
 mod models;
@@ -23,7 +25,7 @@ mod tidy;
 
 use anyhow::{bail, Result};
 
-const TASKS: &str = "tidy, models, bench-engine, bench-search, soak, llama-cpp";
+const TASKS: &str = "tidy, models, bench-engine, bench-search, soak, llama-cpp, fuzz";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,6 +55,7 @@ fn main() -> Result<()> {
             bail!("`{task}` needs xtask's `engines` feature (this build has none)")
         }
         Some("llama-cpp") => llama_cpp::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some(other) => bail!("unknown task `{other}`; tasks: {TASKS}"),
         None => bail!("usage: cargo xtask <task>; tasks: {TASKS}"),
     }

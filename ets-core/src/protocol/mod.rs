@@ -9,12 +9,14 @@
 
 pub mod codec;
 pub mod messages;
+pub mod screen;
 pub mod socket;
 
 pub use codec::{
     decode_payload, encode_frame, payload_len, read_frame, write_frame, CodecError, MAX_FRAME_BYTES,
 };
 pub use messages::*;
+pub use screen::{check_remote, check_request, check_solve};
 pub use socket::{current_uid, default_socket_path, SOCKET_ENV};
 
 /// Version of the wire protocol; bumped on any incompatible change of [`messages`].

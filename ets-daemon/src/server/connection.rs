@@ -322,7 +322,9 @@ fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
                     "the daemon is shutting down",
                 ));
             }
-            if let Err(message) = check_solve(&request, &daemon.args.limits.limits()) {
+            if let Err(message) =
+                ets_core::protocol::check_solve(&request, &daemon.args.limits.limits())
+            {
                 daemon.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
                 return Reply::Now(error(ErrorKind::BadRequest, message));
             }
@@ -411,24 +413,4 @@ fn handle(daemon: &Arc<Daemon>, conn: u64, request: Request) -> Reply {
             Response::Done
         }
     })
-}
-
-/// Why a solve request cannot run, for people.
-fn check_solve(
-    request: &ets_core::protocol::SolveRequest,
-    limits: &ets_core::RequestLimits,
-) -> Result<(), String> {
-    if request.problem.trim().is_empty() {
-        return Err("the problem is empty".into());
-    }
-    if request.deadline_ms == Some(0) {
-        return Err("deadline_ms must be positive".into());
-    }
-    request
-        .config
-        .validate()
-        .map_err(|e| format!("invalid search config: {e}"))?;
-    limits
-        .check(&request.config, &request.problem)
-        .map_err(|e| format!("request over a limit: {e}"))
 }

@@ -115,38 +115,10 @@ pub fn parse_remote_flag(text: &str) -> Result<RemoteModelSpec, String> {
     Ok(spec)
 }
 
-/// Checks what can be checked without asking the servers.
+/// Checks what can be checked without asking the servers (shared with the fuzz target:
+/// [`ets_core::protocol::check_remote`]).
 pub fn check(spec: &RemoteModelSpec) -> Result<(), String> {
-    let name = &spec.name;
-    if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "remote model name `{name}` must be non-empty, without `/` or spaces"
-        ));
-    }
-    if spec.endpoints.is_empty() {
-        return Err(format!("remote model `{name}` has no endpoints"));
-    }
-    if spec.endpoints.len() > 256 {
-        return Err(format!(
-            "remote model `{name}` has {} endpoints (at most 256)",
-            spec.endpoints.len()
-        ));
-    }
-    if let Some(secs) = spec.timeout_secs {
-        if !(1..=3600).contains(&secs) {
-            return Err(format!(
-                "remote model `{name}`: timeout_secs {secs} is outside 1..=3600"
-            ));
-        }
-    }
-    for url in &spec.endpoints {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!(
-                "remote model `{name}`: endpoint `{url}` must start with http:// or https://"
-            ));
-        }
-    }
-    Ok(())
+    ets_core::protocol::check_remote(spec)
 }
 
 /// The remote models the daemon knows.
