@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Device, Tensor};
 use half::f16;
 
 use super::attention::{tree_attention, Heads, KvSlice, RowParts};
@@ -191,17 +191,17 @@ impl NativeEngine {
         let eps = cfg.rms_eps as f32;
         for (l, layer) in w.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps).map_err(candle)?;
-            let project = |m: &candle_core::quantized::QMatMul, b: &Option<Tensor>| {
-                let y = m.forward(&h)?;
+            let with_bias = |y: &Tensor, b: &Option<Tensor>| {
                 let y = match b {
                     Some(b) => y.broadcast_add(b)?,
-                    None => y,
+                    None => y.clone(),
                 };
                 y.flatten_all()?.to_vec1::<f32>()
             };
-            let mut q = project(&layer.wq, &layer.bq).map_err(candle)?;
-            let mut k = project(&layer.wk, &layer.bk).map_err(candle)?;
-            let v = project(&layer.wv, &layer.bv).map_err(candle)?;
+            let qkv = layer.qkv.forward(&h).map_err(candle)?;
+            let mut q = with_bias(&qkv[0], &layer.bq).map_err(candle)?;
+            let mut k = with_bias(&qkv[1], &layer.bk).map_err(candle)?;
+            let v = with_bias(&qkv[2], &layer.bv).map_err(candle)?;
             apply_rope(&mut q, &positions, cfg.heads, cfg, &w.inv_freq);
             apply_rope(&mut k, &positions, cfg.kv_heads, cfg, &w.inv_freq);
             let row = cfg.kv_row();
@@ -222,13 +222,14 @@ impl NativeEngine {
             };
             let attn =
                 Tensor::from_vec(attn, (rows, cfg.heads * cfg.head_dim), &dev).map_err(candle)?;
-            let o = layer.wo.forward(&attn).map_err(candle)?;
+            let o = layer.wo.forward_one(&attn).map_err(candle)?;
             x = (x + o).map_err(candle)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps).map_err(candle)?;
             let mlp = || -> candle_core::Result<Tensor> {
-                let g = layer.gate.forward(&h)?;
-                let u = layer.up.forward(&h)?;
-                layer.down.forward(&(candle_nn::ops::silu(&g)? * u)?)
+                let gu = layer.gate_up.forward(&h)?;
+                layer
+                    .down
+                    .forward_one(&(candle_nn::ops::silu(&gu[0])? * &gu[1])?)
             };
             x = (x + mlp().map_err(candle)?).map_err(candle)?;
         }
@@ -261,7 +262,7 @@ impl NativeEngine {
             }
             .map_err(candle)?;
             w.output
-                .forward(&hidden)
+                .forward_one(&hidden)
                 .and_then(|l| l.to_vec2::<f32>())
                 .map_err(candle)?
         };

@@ -4,6 +4,8 @@
 //! Layout:
 //! - `text`: [`GgufText`], tokenizer, chat template and stop ids from the GGUF metadata.
 //! - `model`: [`ModelConfig`], the weights ([`WeightMode`]: quantized or f32 matmuls); RoPE.
+//! - `kernels`: the tiled Q8_0 GEMM (weights repacked at load, AVX2 microkernel chosen at
+//!   run time, scalar fallback) and `Projection`, stacked weight matrices run as one product.
 //! - `kv`: [`KvSegment`] (a node's K/V for every layer, the kvtree payload) and [`PendingKv`]
 //!   (K/V of tokens not in a node yet).
 //! - `attention`: attention of many query rows over shared segments, read in place and
@@ -23,6 +25,7 @@
 mod attention;
 mod embed;
 mod engine;
+mod kernels;
 mod kv;
 mod model;
 mod policy;

@@ -14,6 +14,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Tensor};
 
+use super::kernels::{Choice, Projection};
 use super::kv::KvPrecision;
 use crate::error::Error;
 
@@ -81,20 +82,20 @@ impl ModelConfig {
     }
 }
 
-/// One transformer block.
+/// One transformer block. Projections of the same input are stacked (Q, K, V; gate, up):
+/// with Q8_0 weights they run as one packed product (`kernels`), else as candle matmuls.
 pub(crate) struct Layer {
     pub attn_norm: Tensor,
-    pub wq: QMatMul,
-    pub wk: QMatMul,
-    pub wv: QMatMul,
+    /// Q, K and V.
+    pub qkv: Projection,
     pub bq: Option<Tensor>,
     pub bk: Option<Tensor>,
     pub bv: Option<Tensor>,
-    pub wo: QMatMul,
+    pub wo: Projection,
     pub ffn_norm: Tensor,
-    pub gate: QMatMul,
-    pub up: QMatMul,
-    pub down: QMatMul,
+    /// Gate and up.
+    pub gate_up: Projection,
+    pub down: Projection,
 }
 
 /// All weights of a model.
@@ -102,7 +103,7 @@ pub(crate) struct Weights {
     pub embedding: Tensor,
     pub layers: Vec<Layer>,
     pub norm: Tensor,
-    pub output: QMatMul,
+    pub output: Projection,
     /// RoPE inverse frequencies, one per rotated pair.
     pub inv_freq: Vec<f32>,
 }
@@ -178,6 +179,17 @@ pub(crate) fn load(
             Ok(QMatMul::QTensor(Arc::new(t)))
         }
     };
+    let choice = match mode {
+        WeightMode::Quantized => Choice::from_env(),
+        WeightMode::F32 => Choice::Candle,
+    };
+    let projection = |names: &[&str], file: &mut std::fs::File| -> Result<Projection, Error> {
+        let parts = names
+            .iter()
+            .map(|name| matmul(name, file))
+            .collect::<Result<Vec<_>, _>>()?;
+        Projection::new(parts, choice).map_err(candle)
+    };
     let optional = |name: &str, file: &mut std::fs::File| -> Result<Option<Tensor>, Error> {
         if content.tensor_infos.contains_key(name) {
             dense(name, file).map(Some)
@@ -188,9 +200,9 @@ pub(crate) fn load(
     let embedding = dense("token_embd.weight", file)?;
     let vocab = embedding.dim(0).map_err(candle)?;
     let output = if content.tensor_infos.contains_key("output.weight") {
-        matmul("output.weight", file)?
+        projection(&["output.weight"], file)?
     } else {
-        matmul("token_embd.weight", file)?
+        projection(&["token_embd.weight"], file)?
     };
     let layers_n = need("block_count")?;
     let mut layers = Vec::with_capacity(layers_n);
@@ -198,17 +210,27 @@ pub(crate) fn load(
         let p = format!("blk.{i}");
         layers.push(Layer {
             attn_norm: dense(&format!("{p}.attn_norm.weight"), file)?,
-            wq: matmul(&format!("{p}.attn_q.weight"), file)?,
-            wk: matmul(&format!("{p}.attn_k.weight"), file)?,
-            wv: matmul(&format!("{p}.attn_v.weight"), file)?,
+            qkv: projection(
+                &[
+                    &format!("{p}.attn_q.weight"),
+                    &format!("{p}.attn_k.weight"),
+                    &format!("{p}.attn_v.weight"),
+                ],
+                file,
+            )?,
             bq: optional(&format!("{p}.attn_q.bias"), file)?,
             bk: optional(&format!("{p}.attn_k.bias"), file)?,
             bv: optional(&format!("{p}.attn_v.bias"), file)?,
-            wo: matmul(&format!("{p}.attn_output.weight"), file)?,
+            wo: projection(&[&format!("{p}.attn_output.weight")], file)?,
             ffn_norm: dense(&format!("{p}.ffn_norm.weight"), file)?,
-            gate: matmul(&format!("{p}.ffn_gate.weight"), file)?,
-            up: matmul(&format!("{p}.ffn_up.weight"), file)?,
-            down: matmul(&format!("{p}.ffn_down.weight"), file)?,
+            gate_up: projection(
+                &[
+                    &format!("{p}.ffn_gate.weight"),
+                    &format!("{p}.ffn_up.weight"),
+                ],
+                file,
+            )?,
+            down: projection(&[&format!("{p}.ffn_down.weight")], file)?,
         });
     }
     let norm = dense("output_norm.weight", file)?;
