@@ -1,6 +1,6 @@
 //! `ets models …` against the real daemon: `list` without a daemon (the store read from disk)
 //! and with one (what is loaded marked), and the model registry over the socket: `load`,
-//! `unload`, `pin`, keep-alive reaping of an idle model, a pinned model surviving the reaper,
+//! `unload`, `pin`, `pull`, keep-alive reaping of an idle model, a pinned model surviving the reaper,
 //! and `--engine-for`.
 
 use std::path::{Path, PathBuf};
@@ -336,4 +336,54 @@ fn engine_for_runs_the_named_model_on_its_engine() {
         .collect();
     engines.sort();
     assert_eq!(engines, ["mistralrs", "native"]);
+}
+
+#[test]
+fn models_pull_over_the_socket_reports_a_stored_model_and_names_an_unknown_one() {
+    use ets_core::protocol::{ErrorKind, Request, Response};
+    let daemon = crate::shared();
+    let mut conn = daemon.connect();
+    // The default model is in the tests' store (pulled before the daemon starts): a pull
+    // finds it there.
+    match conn.request(&Request::Pull {
+        alias: "smollm2-135m".into(),
+    }) {
+        Response::Pulled {
+            alias,
+            path,
+            bytes,
+            already_present,
+        } => {
+            assert_eq!(alias, "smollm2-135m");
+            assert!(already_present, "the test store already holds it");
+            assert!(bytes > 10_000_000, "{bytes} bytes for a 135M model");
+            assert!(Path::new(&path).starts_with(models_dir()), "{path}");
+            assert!(Path::new(&path).exists(), "{path}");
+        }
+        other => panic!("pull of the default model: {other:?}"),
+    }
+    // An alias no catalogue knows is an error naming it; the connection stays usable.
+    match conn.request(&Request::Pull {
+        alias: "no-such-model-7".into(),
+    }) {
+        Response::Error { kind, message } => {
+            assert_eq!(kind, ErrorKind::Model);
+            assert!(message.contains("no-such-model-7"), "{message}");
+        }
+        other => panic!("pull of an unknown alias: {other:?}"),
+    }
+    assert!(conn.status().clients >= 1);
+    // The CLI over the same socket says where the model is, and --json says it as a document.
+    let out = ok(ets(&daemon.socket, &["models", "pull", "smollm2-135m"]));
+    assert!(
+        out.contains("smollm2-135m is already in the store"),
+        "{out}"
+    );
+    let doc: Value = serde_json::from_str(&ok(ets(
+        &daemon.socket,
+        &["--json", "models", "pull", "smollm2-135m"],
+    )))
+    .unwrap();
+    assert_eq!(doc["type"], "pull", "{doc}");
+    assert_eq!(doc["already_present"], true, "{doc}");
 }
