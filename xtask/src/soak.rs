@@ -31,6 +31,11 @@ use ets_core::{Method, SearchConfig};
 struct Options {
     seconds: u64,
     every: u64,
+    /// Seconds of load before the RSS the quiet daemon is compared with is taken; `None`: a
+    /// tenth of the run, at least one row.
+    warm: Option<u64>,
+    /// How far above the post-warm-up RSS the quiet daemon may stay, in percent.
+    rss_tolerance: f64,
     clients: usize,
     seed: u64,
     etsd: PathBuf,
@@ -41,6 +46,8 @@ fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         seconds: 600,
         every: 10,
+        warm: None,
+        rss_tolerance: 10.0,
         clients: 4,
         seed: 1,
         etsd: root.join("target/debug/etsd"),
@@ -56,12 +63,14 @@ fn parse(args: &[String]) -> Result<Options> {
             "--minutes" => o.seconds = value()?.parse::<u64>()? * 60,
             "--seconds" => o.seconds = value()?.parse()?,
             "--every" => o.every = value()?.parse::<u64>()?.max(1),
+            "--warm" => o.warm = Some(value()?.parse()?),
+            "--rss-tolerance" => o.rss_tolerance = value()?.parse()?,
             "--clients" => o.clients = value()?.parse::<usize>()?.max(1),
             "--seed" => o.seed = value()?.parse()?,
             "--etsd" => o.etsd = PathBuf::from(value()?),
             other => bail!(
                 "unknown flag `{other}`; soak takes --minutes N | --seconds N, --every SECS, \
-                 --clients N, --seed N, --etsd PATH"
+                 --warm SECS, --rss-tolerance PCT, --clients N, --seed N, --etsd PATH"
             ),
         }
     }
@@ -368,7 +377,7 @@ fn soak(o: &Options, socket: &Path, daemon: &mut Child) -> Result<()> {
     print_row("start", &baseline);
     // Warm-up: the first tenth of the run (at least one sample period) loads the models and
     // fills the allocator's pools; its end is the level RSS must return to.
-    let warm_until = Duration::from_secs((o.seconds / 10).max(o.every));
+    let warm_until = Duration::from_secs(o.warm.unwrap_or((o.seconds / 10).max(o.every)));
     let mut warm: Option<Sample> = None;
     let end = Duration::from_secs(o.seconds);
     while started.elapsed() < end {
@@ -409,8 +418,11 @@ fn soak(o: &Options, socket: &Path, daemon: &mut Child) -> Result<()> {
         (last.rss_kib as f64 / warm.rss_kib as f64 - 1.0) * 100.0
     );
     let mut problems = Vec::new();
-    if last.rss_kib as f64 > warm.rss_kib as f64 * 1.10 {
-        problems.push("RSS did not come back within 10% of its post-warm-up level".to_owned());
+    if last.rss_kib as f64 > warm.rss_kib as f64 * (1.0 + o.rss_tolerance / 100.0) {
+        problems.push(format!(
+            "RSS did not come back within {}% of its post-warm-up level",
+            o.rss_tolerance
+        ));
     }
     if last.live_kv != 0 {
         problems.push(format!("{} tokens of KV still live", last.live_kv));
