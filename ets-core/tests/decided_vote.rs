@@ -4,19 +4,9 @@
 
 mod support;
 
-use ets_core::retention::BruteForceRetention;
-use ets_core::search::{EndReason, NodeState, SearchOutcome};
+use ets_core::search::{EndReason, NodeState};
 use ets_core::{Method, SearchConfig};
-use ets_kvtree::KvTree;
 use support::*;
-
-fn run(config: &SearchConfig) -> SearchOutcome {
-    let mut kv = KvTree::new(4);
-    let (outcome, _) = run_toy(config, &BruteForceRetention, &mut kv);
-    let outcome = outcome.expect("toy search runs");
-    assert_eq!(kv.stats().live_tokens, 0, "every KV reference released");
-    outcome
-}
 
 #[test]
 fn a_decided_stop_never_changes_the_answer_and_saves_tokens() {
@@ -35,7 +25,7 @@ fn a_decided_stop_never_changes_the_answer_and_saves_tokens() {
                     stop_when_decided: true,
                     ..full.clone()
                 };
-                let (a, b) = (run(&full), run(&early));
+                let (a, b) = (run_exact(&full), run_exact(&early));
                 searches += 1;
                 assert_eq!(
                     b.answer, a.answer,
@@ -85,7 +75,11 @@ fn methods_without_a_width_budget_and_best_of_votes_never_stop_early() {
                 stop_when_decided: true,
                 ..SearchConfig::default()
             };
-            assert_ne!(run(&c).end, EndReason::Decided, "{method} seed {seed}");
+            assert_ne!(
+                run_exact(&c).end,
+                EndReason::Decided,
+                "{method} seed {seed}"
+            );
         }
     }
     let c = SearchConfig {
@@ -98,7 +92,7 @@ fn methods_without_a_width_budget_and_best_of_votes_never_stop_early() {
     };
     for seed in 0..10 {
         assert_ne!(
-            run(&SearchConfig { seed, ..c.clone() }).end,
+            run_exact(&SearchConfig { seed, ..c.clone() }).end,
             EndReason::Decided
         );
     }

@@ -5,29 +5,16 @@
 mod support;
 
 use ets_core::answer::{vote, vote_share, Dataset, Grader, VoteCandidate};
-use ets_core::retention::BruteForceRetention;
-use ets_core::search::{EndReason, NodeState, SearchOutcome};
+use ets_core::search::{EndReason, NodeState, SearchOutcome, Trajectory};
 use ets_core::{Method, SearchConfig};
-use ets_kvtree::KvTree;
 use support::*;
-
-fn run(config: &SearchConfig) -> SearchOutcome {
-    let mut kv = KvTree::new(4);
-    let (outcome, _) = run_toy(config, &BruteForceRetention, &mut kv);
-    let outcome = outcome.expect("toy search runs");
-    assert_eq!(kv.stats().live_tokens, 0, "every KV reference released");
-    outcome
-}
 
 /// The share of the vote the outcome's answer holds, recomputed from its trajectories.
 fn final_share(outcome: &SearchOutcome, config: &SearchConfig) -> f64 {
     let candidates: Vec<VoteCandidate<'_>> = outcome
         .trajectories
         .iter()
-        .map(|t| VoteCandidate {
-            answer: t.answer.as_deref(),
-            step_scores: &t.step_scores,
-        })
+        .map(Trajectory::vote_candidate)
         .collect();
     let v = vote(&candidates, config.vote, Dataset::Math, Grader::Lenient);
     vote_share(&v, config.vote).expect("a stopped search has a winner")
@@ -51,7 +38,7 @@ fn a_share_stop_fires_only_at_the_share_and_otherwise_changes_nothing() {
                     min_finished: 2,
                     ..full.clone()
                 };
-                let (a, b) = (run(&full), run(&early));
+                let (a, b) = (run_exact(&full), run_exact(&early));
                 searches += 1;
                 assert!(b.stats.generated_tokens <= a.stats.generated_tokens);
                 if b.end == EndReason::ShareReached {
@@ -96,6 +83,6 @@ fn a_share_stop_waiting_for_the_whole_width_never_fires() {
             min_finished: 6,
             ..SearchConfig::default()
         };
-        assert_ne!(run(&c).end, EndReason::ShareReached, "seed {seed}");
+        assert_ne!(run_exact(&c).end, EndReason::ShareReached, "seed {seed}");
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::answer::{answers_equal, vote, Dataset, Grader, StepAggregate, VoteCandidate, VoteRule};
 use crate::config::Method;
-use crate::search::{DepthRecord, NodeRecord, SearchOutcome};
+use crate::search::{DepthRecord, NodeRecord, SearchOutcome, Trajectory};
 
 use super::dataset::Problem;
 
@@ -89,10 +89,7 @@ fn vote_and_grade(
     let candidates: Vec<VoteCandidate<'_>> = outcome
         .trajectories
         .iter()
-        .map(|t| VoteCandidate {
-            answer: t.answer.as_deref(),
-            step_scores: &t.step_scores,
-        })
+        .map(Trajectory::vote_candidate)
         .collect();
     let voted = vote(&candidates, EVAL_VOTE, dataset, grader);
     let correct = voted

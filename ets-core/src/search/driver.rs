@@ -176,6 +176,12 @@ impl<'a, 't> Driver<'a, 't> {
             };
             record.dropped = scored.dropped;
             let closed = self.close_trajectories(depth, &scored.scored, &mut record)?;
+            // The vote over what has finished, once per depth: the answer so far, the stops
+            // that read it and the BestAnswer event.
+            let vote = self.current_vote();
+            if let Some(answer) = &vote.answer {
+                self.best = Some(answer.clone());
+            }
             let open = closed.open;
             let kvs: Vec<NodeId> = open.iter().map(|&i| self.nodes[i].kv).collect();
             (record.union_tokens, record.union_bytes) = self.lease.union(&kvs)?;
@@ -196,13 +202,13 @@ impl<'a, 't> Driver<'a, 't> {
                 && !self.stop
                 && remaining > 0
                 && width_based
-                && self.vote_decided(remaining);
+                && self.vote_decided(&vote, remaining);
             let share_reached = !open.is_empty()
                 && !self.stop
                 && remaining > 0
                 && width_based
                 && !decided
-                && self.share_reached();
+                && self.share_reached(&vote);
             let next = if open.is_empty() || self.stop {
                 Vec::new()
             } else if (remaining == 0 && width_based) || decided || share_reached {
@@ -232,7 +238,7 @@ impl<'a, 't> Driver<'a, 't> {
                 live_tokens: record.union_tokens,
                 live_bytes: record.union_bytes,
             });
-            self.report_best(depth);
+            self.report_best(depth, &vote);
             self.depths.push(record);
             if cut_before_selection || (self.stop && !next.is_empty()) {
                 end = Some(EndReason::Stopped);
@@ -479,7 +485,6 @@ impl<'a, 't> Driver<'a, 't> {
     ) -> Result<Closed, SearchError> {
         let mut open = Vec::new();
         let mut depth_capped = 0;
-        let mut new_answers = false;
         for &i in scored {
             let r = &self.nodes[i].record;
             let finished = r.finish == Some(FinishReason::EndOfSequence)
@@ -496,7 +501,6 @@ impl<'a, 't> Driver<'a, 't> {
                     score: trajectory.step_scores.last().copied().unwrap_or(0.0),
                     answer: trajectory.answer.clone(),
                 });
-                new_answers |= trajectory.answer.is_some();
                 self.trajectories.push(trajectory);
                 self.close(i, NodeState::Finished)?;
                 self.stats.finished += 1;
@@ -513,9 +517,6 @@ impl<'a, 't> Driver<'a, 't> {
             } else {
                 open.push(i);
             }
-        }
-        if new_answers {
-            self.update_best();
         }
         Ok(Closed { open, depth_capped })
     }
@@ -546,10 +547,7 @@ impl<'a, 't> Driver<'a, 't> {
         let candidates: Vec<answer::VoteCandidate<'_>> = self
             .trajectories
             .iter()
-            .map(|t| answer::VoteCandidate {
-                answer: t.answer.as_deref(),
-                step_scores: &t.step_scores,
-            })
+            .map(Trajectory::vote_candidate)
             .collect();
         // The live pick groups answers by mathematical equivalence; `ets eval` votes again
         // from the trajectories under the grader it reports.
@@ -566,7 +564,7 @@ impl<'a, 't> Driver<'a, 't> {
     /// trajectory adds at most 1; a score outside [0, 1] turns the stop off.
     ///
     /// [`Reward`]: crate::Reward
-    fn vote_decided(&self, remaining: usize) -> bool {
+    fn vote_decided(&self, vote: &answer::VoteOutcome, remaining: usize) -> bool {
         if !self.config.stop_when_decided {
             return false;
         }
@@ -575,30 +573,21 @@ impl<'a, 't> Driver<'a, 't> {
             .iter()
             .flat_map(|t| &t.step_scores)
             .all(|s| (0.0..=1.0).contains(s));
-        scores_are_probabilities
-            && answer::vote_is_decided(&self.current_vote(), self.config.vote, remaining, 1.0)
+        scores_are_probabilities && answer::vote_is_decided(vote, self.config.vote, remaining, 1.0)
     }
 
     /// Whether `stop_at_share` ends the search: `min_finished` trajectories have finished and
-    /// the leading answer holds the share of the vote.
-    fn share_reached(&self) -> bool {
+    /// the leading answer holds the share of `vote`.
+    fn share_reached(&self, vote: &answer::VoteOutcome) -> bool {
         let Some(share) = self.config.stop_at_share else {
             return false;
         };
         self.stats.finished >= self.config.min_finished
-            && answer::vote_share(&self.current_vote(), self.config.vote)
-                .is_some_and(|s| s >= share)
+            && answer::vote_share(vote, self.config.vote).is_some_and(|s| s >= share)
     }
 
-    fn update_best(&mut self) {
-        if let Some(best) = self.current_vote().answer {
-            self.best = Some(best);
-        }
-    }
-
-    /// Sends the vote so far after `depth`, once some trajectory has an answer.
-    fn report_best(&mut self, depth: usize) {
-        let outcome = self.current_vote();
+    /// Sends `outcome`, the vote so far, after `depth`, once some trajectory has an answer.
+    fn report_best(&mut self, depth: usize, outcome: &answer::VoteOutcome) {
         let Some(answer) = outcome.answer.clone() else {
             return;
         };
@@ -607,7 +596,7 @@ impl<'a, 't> Driver<'a, 't> {
             .iter()
             .find(|g| g.0 == answer)
             .map_or(0, |g| g.2);
-        let share = answer::vote_share(&outcome, self.config.vote).unwrap_or(0.0);
+        let share = answer::vote_share(outcome, self.config.vote).unwrap_or(0.0);
         self.emit(SearchEvent::BestAnswer {
             depth,
             answer,

@@ -156,6 +156,16 @@ pub struct Trajectory {
     pub tokens: usize,
 }
 
+impl Trajectory {
+    /// This trajectory as one ballot of [`answer::vote`](crate::answer::vote).
+    pub fn vote_candidate(&self) -> crate::answer::VoteCandidate<'_> {
+        crate::answer::VoteCandidate {
+            answer: self.answer.as_deref(),
+            step_scores: &self.step_scores,
+        }
+    }
+}
+
 /// Why the search loop ended.
 ///
 /// After each depth the driver either plans the next one or ends with exactly one reason,

@@ -206,6 +206,16 @@ fn cosine_distance(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Runs a toy search with the given solver; returns the outcome and events.
+/// [`run_toy`] with the exact retention solver on a fresh KV tree: the search must run and
+/// release every KV reference it took.
+pub fn run_exact(config: &SearchConfig) -> SearchOutcome {
+    let mut kv = KvTree::new(4);
+    let (outcome, _) = run_toy(config, &ets_core::retention::BruteForceRetention, &mut kv);
+    let outcome = outcome.expect("toy search runs");
+    assert_eq!(kv.stats().live_tokens, 0, "every KV reference released");
+    outcome
+}
+
 pub fn run_toy(
     config: &SearchConfig,
     solver: &dyn RetentionSolver,
