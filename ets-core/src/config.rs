@@ -70,6 +70,57 @@ impl std::str::FromStr for Method {
     }
 }
 
+/// What the KV term of ETS's retention problem counts.
+///
+/// The cost of keeping a node live is `λ_b·w/Σw`, with `w` the node's weight and `Σw` the
+/// weight of all `M + N` nodes of the problem (ancestors and candidates), so keeping every node
+/// costs `λ_b` under either count and `λ_b` keeps the paper's scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KvCost {
+    /// Every node weighs 1: the cost is `λ_b/(M+N)` per live node, as in the paper.
+    #[default]
+    Nodes,
+    /// A node weighs its own tokens (its step's; the prompt's for the root): the cost is
+    /// `λ_b·t/T` per live node of `t` tokens, `T` the tokens of all `M + N` nodes.
+    Tokens,
+}
+
+impl KvCost {
+    /// Both counts, in the order the command line lists them.
+    pub const ALL: [KvCost; 2] = [KvCost::Nodes, KvCost::Tokens];
+
+    /// The short name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvCost::Nodes => "nodes",
+            KvCost::Tokens => "tokens",
+        }
+    }
+}
+
+impl std::fmt::Display for KvCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KvCost {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "nodes" => Ok(KvCost::Nodes),
+            "tokens" => Ok(KvCost::Tokens),
+            _ => Err(ConfigError::new(
+                "kv_cost",
+                s,
+                "expected one of nodes, tokens",
+            )),
+        }
+    }
+}
+
 /// How the policy samples tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -151,6 +202,18 @@ pub struct SearchConfig {
     pub stop_at_share: Option<f64>,
     /// Finished trajectories [`stop_at_share`](Self::stop_at_share) waits for (default 1).
     pub min_finished: usize,
+    /// What the KV term of ETS's retention problem counts: nodes (the paper's, the default) or
+    /// tokens. See [`KvCost`].
+    pub kv_cost: KvCost,
+    /// Hard limit on the search's live KV, in tokens (the union of the root paths of every node
+    /// the search holds, the prompt included); `None` (the default) sets none. ETS and REBASE
+    /// only. At each depth the retention problem keeps only sets whose paths, plus room for
+    /// every child this depth will create at `max_step_tokens` each, fit under the limit, so
+    /// the live KV never exceeds it; when not even one candidate and one child fit, the search
+    /// ends with [`EndReason::KvLimit`]. See the driver's module doc.
+    ///
+    /// [`EndReason::KvLimit`]: crate::search::EndReason::KvLimit
+    pub kv_limit: Option<u64>,
 }
 
 impl Default for SearchConfig {
@@ -174,6 +237,8 @@ impl Default for SearchConfig {
             stop_when_decided: false,
             stop_at_share: None,
             min_finished: 1,
+            kv_cost: KvCost::Nodes,
+            kv_limit: None,
         }
     }
 }
@@ -279,6 +344,22 @@ impl SearchConfig {
                 "must be between 1 and the width",
             ));
         }
+        if let Some(limit) = self.kv_limit {
+            if limit == 0 {
+                return Err(ConfigError::new(
+                    "kv_limit",
+                    limit,
+                    "must be at least 1 token when set",
+                ));
+            }
+            if !matches!(self.method, Method::Ets | Method::Rebase) {
+                return Err(ConfigError::new(
+                    "kv_limit",
+                    limit,
+                    "only the ets and rebase methods enforce a KV limit",
+                ));
+            }
+        }
         if let Some(limit) = self.retention_time_limit.filter(|t| t.is_zero()) {
             return Err(ConfigError::new(
                 "retention_time_limit",
@@ -380,6 +461,13 @@ mod tests {
             rejected(|c| c.answer_markers.push(String::new())).field,
             "answer_markers"
         );
+        assert_eq!(rejected(|c| c.kv_limit = Some(0)).field, "kv_limit");
+        let e = rejected(|c| {
+            c.method = Method::Beam;
+            c.kv_limit = Some(4096);
+        });
+        assert_eq!(e.field, "kv_limit");
+        assert!(e.to_string().contains("ets and rebase"), "{e}");
         let e = rejected(|c| c.lambda_b = f64::NAN);
         assert!(
             e.to_string().contains("lambda_b") && e.to_string().contains("NaN"),
@@ -394,5 +482,9 @@ mod tests {
         }
         let e = "greedy".parse::<Method>().unwrap_err();
         assert_eq!(e.field, "method");
+        for k in KvCost::ALL {
+            assert_eq!(k.name().parse::<KvCost>().unwrap(), k);
+        }
+        assert_eq!("bytes".parse::<KvCost>().unwrap_err().field, "kv_cost");
     }
 }

@@ -88,6 +88,20 @@ pub enum SearchError {
         /// Results received.
         got: usize,
     },
+    /// Under a KV limit, the policy returned a step longer than its request's `max_tokens`,
+    /// which the limit's room for the depth's children relies on.
+    #[error(
+        "policy returned a step of {got} tokens at depth {depth}, over the request's max_tokens \
+         {max_tokens} that the KV limit relies on"
+    )]
+    StepTooLong {
+        /// Search depth.
+        depth: usize,
+        /// The request's cap.
+        max_tokens: usize,
+        /// Tokens of the step returned.
+        got: usize,
+    },
     /// The retention problem built at a depth was malformed (a bug in the driver or solver).
     #[error(transparent)]
     Retention(#[from] RetentionError),
@@ -138,6 +152,17 @@ pub enum RetentionError {
         field: &'static str,
         /// Bad value.
         value: f64,
+    },
+    /// No candidate's root path fits in the capacity, so no kept set is feasible.
+    #[error(
+        "retention problem `capacity` is {capacity} tokens, but the cheapest candidate path \
+         holds {cheapest}"
+    )]
+    Capacity {
+        /// The capacity.
+        capacity: u64,
+        /// Tokens of the cheapest candidate's root path.
+        cheapest: u64,
     },
 }
 

@@ -33,7 +33,7 @@ pub use backend::{
     Clusterer, Continuation, Embedder, ExpandRequest, FinishReason, Policy, RetentionSolver,
     Reward, ScoreRequest, ServerPromptTokens, StopCheck, StopHandle,
 };
-pub use config::{Method, SamplingConfig, SearchConfig};
+pub use config::{KvCost, Method, SamplingConfig, SearchConfig};
 pub use error::{BackendError, ConfigError, EvalError, RetentionError, SearchError};
 pub use limits::{LimitError, RequestLimits};
 pub use retention::{Retention, RetentionProblem};

@@ -1,12 +1,18 @@
 //! The ETS retention problem: which frontier candidates to keep at a depth.
 //!
-//! Maximise `Σ O_i x_i − c·(Σ y_j + Σ x_i) + (λ_s/K)·Σ z_k` over binary `x` (keep candidate i),
-//! `y` (ancestor j is live) and `z` (cluster k is covered), subject to `y_j ≥ x_i` for every
-//! candidate i below j, `y_j ≤ Σ x_i` below j, `z_k ≤ Σ x_i` over cluster k and `Σ x ≥ 1`,
-//! where `c = λ_b/(M+N)` (M distinct ancestors with the root, N candidates) and `λ_b = 0` stands
-//! for a reward of [`KEEP_ALL_REWARD`] per node (keep everything). Given `x`, the best `y` and `z`
-//! follow (a node is live iff a kept candidate is below it, a cluster covered iff a kept
-//! candidate is in it), so [`RetentionProblem::objective`] is a function of the kept set alone.
+//! Maximise `Σ O_i x_i − c·(Σ w_j y_j + Σ w_i x_i) + (λ_s/K)·Σ z_k` over binary `x` (keep
+//! candidate i), `y` (ancestor j is live) and `z` (cluster k is covered), subject to `y_j ≥ x_i`
+//! for every candidate i below j, `y_j ≤ Σ x_i` below j, `z_k ≤ Σ x_i` over cluster k, `Σ x ≥ 1`
+//! and, when a capacity `C` is set, `Σ t_j y_j + Σ t_i x_i ≤ C` (the tokens of the union of the
+//! kept root→candidate paths). The weight `w` of a node is 1 ([`KvCost::Nodes`], the paper's)
+//! or its own tokens `t` ([`KvCost::Tokens`]), and `c = λ_b/Σw` over all M distinct ancestors
+//! (the root included) and N candidates: `λ_b/(M+N)` with nodes, `λ_b/T` with tokens (`T` the
+//! tokens of all M+N nodes), so keeping every node costs `λ_b` either way. `λ_b = 0` stands for a
+//! reward of [`KEEP_ALL_REWARD`] per node (per `(M+N)/T` of a token with tokens): keep
+//! everything that fits. Given `x`, the best `y` and `z` follow (a node is live iff a kept
+//! candidate is below it, a cluster covered iff a kept candidate is in it), so
+//! [`RetentionProblem::objective`] is a function of the kept set alone, `-inf` for a set over
+//! the capacity.
 //!
 //! Ties (objectives within [`TIE_TOLERANCE`]) break deterministically: candidates are ranked by
 //! score (higher first), then node id (lower first), and the preferred set is the one that keeps
@@ -14,6 +20,7 @@
 
 use std::cmp::Ordering;
 
+use crate::config::KvCost;
 use crate::error::RetentionError;
 
 /// Per-node reward that stands in for `λ_b = 0`: every node kept is worth a little.
@@ -51,6 +58,16 @@ pub struct RetentionProblem {
     pub scores: Vec<f64>,
     /// Node id of each candidate (tie-breaks only).
     pub node_ids: Vec<u64>,
+    /// What the KV term counts: nodes (the paper's) or tokens.
+    pub kv_cost: KvCost,
+    /// Tokens of each candidate's own step. Needed (one per candidate) with
+    /// [`KvCost::Tokens`] or a capacity; may be empty otherwise.
+    pub candidate_tokens: Vec<u64>,
+    /// Tokens of each ancestor's own span (the root's: the prompt). Needed (one per ancestor)
+    /// with [`KvCost::Tokens`] or a capacity; may be empty otherwise.
+    pub ancestor_tokens: Vec<u64>,
+    /// Most tokens the union of the kept root→candidate paths may hold; `None`: no limit.
+    pub capacity: Option<u64>,
 }
 
 /// A solution of a [`RetentionProblem`].
@@ -86,6 +103,85 @@ impl RetentionProblem {
         } else {
             self.lambda_b / (self.num_ancestors() + self.num_candidates()) as f64
         }
+    }
+
+    /// Whether the problem reads token counts: with [`KvCost::Tokens`] or a capacity.
+    pub fn needs_tokens(&self) -> bool {
+        self.kv_cost == KvCost::Tokens || self.capacity.is_some()
+    }
+
+    /// The KV weight of candidate `i`: 1, or its tokens with [`KvCost::Tokens`].
+    pub fn candidate_weight(&self, i: usize) -> u64 {
+        match self.kv_cost {
+            KvCost::Nodes => 1,
+            KvCost::Tokens => self.candidate_tokens[i],
+        }
+    }
+
+    /// The KV weight of ancestor `j`: 1, or its tokens with [`KvCost::Tokens`].
+    pub fn ancestor_weight(&self, j: usize) -> u64 {
+        match self.kv_cost {
+            KvCost::Nodes => 1,
+            KvCost::Tokens => self.ancestor_tokens[j],
+        }
+    }
+
+    /// The cost of one unit of KV weight, `c`: [`RetentionProblem::node_cost`] with
+    /// [`KvCost::Nodes`]; with [`KvCost::Tokens`], `λ_b/T` with `T` the tokens of all M+N
+    /// nodes, or `−KEEP_ALL_REWARD·(M+N)/T` when `λ_b = 0` (0 when `T = 0`: nothing costs).
+    pub fn unit_cost(&self) -> f64 {
+        match self.kv_cost {
+            KvCost::Nodes => self.node_cost(),
+            KvCost::Tokens => {
+                let total: u64 = self.candidate_tokens.iter().sum::<u64>()
+                    + self.ancestor_tokens.iter().sum::<u64>();
+                if total == 0 {
+                    0.0
+                } else if self.lambda_b == 0.0 {
+                    -KEEP_ALL_REWARD * (self.num_ancestors() + self.num_candidates()) as f64
+                        / total as f64
+                } else {
+                    self.lambda_b / total as f64
+                }
+            }
+        }
+    }
+
+    /// Tokens of the union of the root→candidate paths of the kept candidates.
+    ///
+    /// # Panics
+    /// When the problem has no token counts ([`RetentionProblem::needs_tokens`] is false and
+    /// they were left empty).
+    pub fn kept_tokens(&self, keep: &[bool]) -> u64 {
+        let mut live = vec![false; self.num_ancestors()];
+        let mut tokens = 0;
+        for (i, _) in keep.iter().enumerate().filter(|(_, &k)| k) {
+            tokens += self.candidate_tokens[i];
+            let mut a = self.candidate_parent[i];
+            while let Some(j) = a {
+                if live[j] {
+                    break;
+                }
+                live[j] = true;
+                tokens += self.ancestor_tokens[j];
+                a = self.ancestor_parent[j];
+            }
+        }
+        tokens
+    }
+
+    /// Tokens of each candidate's root path alone (its own, its ancestors', the root's).
+    ///
+    /// # Panics
+    /// As [`RetentionProblem::kept_tokens`].
+    pub fn path_tokens(&self) -> Vec<u64> {
+        let mut above = vec![0u64; self.num_ancestors()];
+        for j in 0..self.num_ancestors() {
+            above[j] = self.ancestor_tokens[j] + self.ancestor_parent[j].map_or(0, |p| above[p]);
+        }
+        (0..self.num_candidates())
+            .map(|i| self.candidate_tokens[i] + self.candidate_parent[i].map_or(0, |p| above[p]))
+            .collect()
     }
 
     /// The value of covering one cluster: `λ_s/K`.
@@ -185,22 +281,46 @@ impl RetentionProblem {
                 value: v,
             });
         }
+        for (field, expected, got) in [
+            ("candidate_tokens", n, self.candidate_tokens.len()),
+            ("ancestor_tokens", m, self.ancestor_tokens.len()),
+        ] {
+            if got != expected && (got != 0 || self.needs_tokens()) {
+                return Err(RetentionError::Length {
+                    field,
+                    expected,
+                    got,
+                });
+            }
+        }
+        if let Some(capacity) = self.capacity {
+            let cheapest = self.path_tokens().into_iter().min().unwrap_or(0);
+            if cheapest > capacity {
+                return Err(RetentionError::Capacity { capacity, cheapest });
+            }
+        }
         Ok(())
     }
 
     /// The objective of keeping exactly the candidates marked in `keep`, with the best `y` and
-    /// `z` for that set. An empty set is infeasible and scores `-inf`.
+    /// `z` for that set. An empty set, or one whose paths hold more tokens than the capacity,
+    /// is infeasible and scores `-inf`.
     pub fn objective(&self, keep: &[bool]) -> f64 {
         debug_assert_eq!(keep.len(), self.num_candidates());
         let mut live = vec![false; self.num_ancestors()];
         let mut covered = vec![false; self.num_clusters];
         let mut value = 0.0;
-        let mut nodes = 0usize;
+        let mut weight = 0u64;
+        let mut tokens = 0u64;
+        let counts_tokens = self.capacity.is_some();
         let mut kept_any = false;
         for (i, _) in keep.iter().enumerate().filter(|(_, &k)| k) {
             kept_any = true;
             value += self.targets[i];
-            nodes += 1;
+            weight += self.candidate_weight(i);
+            if counts_tokens {
+                tokens += self.candidate_tokens[i];
+            }
             covered[self.clusters[i]] = true;
             let mut a = self.candidate_parent[i];
             while let Some(j) = a {
@@ -208,15 +328,18 @@ impl RetentionProblem {
                     break;
                 }
                 live[j] = true;
-                nodes += 1;
+                weight += self.ancestor_weight(j);
+                if counts_tokens {
+                    tokens += self.ancestor_tokens[j];
+                }
                 a = self.ancestor_parent[j];
             }
         }
-        if !kept_any {
+        if !kept_any || self.capacity.is_some_and(|c| tokens > c) {
             return f64::NEG_INFINITY;
         }
         let clusters_covered = covered.iter().filter(|&&c| c).count();
-        value - self.node_cost() * nodes as f64 + self.cluster_value() * clusters_covered as f64
+        value - self.unit_cost() * weight as f64 + self.cluster_value() * clusters_covered as f64
     }
 
     /// Candidates ranked for tie-breaks: score descending, then node id ascending.
@@ -255,7 +378,8 @@ impl RetentionProblem {
 
 /// The worked example of the ETS issue, a fixture for tests and docs: tree r→A→{a1,a2,a3},
 /// r→B→{b1,b2}; scores [0.9, 0.85, 0.4, 0.6, 0.55]; clusters [0,0,1,2,2]; node ids 3..=7;
-/// targets from REBASE (T = 0.2) at `width`.
+/// targets from REBASE (T = 0.2) at `width`; node counts as the KV cost, no capacity. Token
+/// counts for the token cost and capacities: r 20 (the prompt), A 8, B 5, a1..b2 6, 9, 4, 7, 3.
 pub fn worked_example(width: usize, lambda_b: f64, lambda_s: f64) -> RetentionProblem {
     let scores = vec![0.9, 0.85, 0.4, 0.6, 0.55];
     let children = crate::select::rebase::allocate(&scores, width, 0.2);
@@ -270,6 +394,10 @@ pub fn worked_example(width: usize, lambda_b: f64, lambda_s: f64) -> RetentionPr
         lambda_s,
         scores,
         node_ids: vec![3, 4, 5, 6, 7],
+        kv_cost: KvCost::Nodes,
+        candidate_tokens: vec![6, 9, 4, 7, 3],
+        ancestor_tokens: vec![20, 8, 5],
+        capacity: None,
     }
 }
 
@@ -341,6 +469,76 @@ mod tests {
         assert_eq!(keep(1.0, 1.5), vec![true, true, true, true, false]);
     }
 
+    #[test]
+    fn token_cost_and_capacity() {
+        let mut p = worked_example(16, 1.0, 0.0);
+        // Keep a1 and a2: r, A, a1, a2 are live, 20 + 8 + 6 + 9 = 43 of the 62 tokens.
+        let keep = [true, true, false, false, false];
+        assert_eq!(p.kept_tokens(&keep), 43);
+        assert_eq!(p.path_tokens(), vec![34, 37, 32, 32, 28]);
+        assert!((p.objective(&keep) - (0.8125 - 4.0 / 8.0)).abs() < 1e-12);
+        p.kv_cost = KvCost::Tokens;
+        assert!((p.unit_cost() - 1.0 / 62.0).abs() < 1e-15);
+        assert!((p.objective(&keep) - (0.8125 - 43.0 / 62.0)).abs() < 1e-12);
+        // Keeping everything costs λ_b under either count.
+        assert!((p.objective(&[true; 5]) - (1.0 - 1.0)).abs() < 1e-12);
+        // Over the capacity a set is infeasible.
+        p.capacity = Some(42);
+        assert_eq!(p.objective(&keep), f64::NEG_INFINITY);
+        p.capacity = Some(43);
+        assert!(p.objective(&keep).is_finite());
+        // λ_b = 0 with tokens: a reward of KEEP_ALL_REWARD per node on average.
+        p.lambda_b = 0.0;
+        assert!((p.unit_cost() + KEEP_ALL_REWARD * 8.0 / 62.0).abs() < 1e-18);
+    }
+
+    #[test]
+    fn brute_force_keeps_the_best_set_that_fits() {
+        let mut p = worked_example(16, 1.0, 0.0);
+        p.capacity = Some(40);
+        // {a1, a2} (43 tokens) no longer fits; {a1} (34) is the best set that does, ahead of
+        // {a1, a3} (38) whose objective is 0.
+        let r = BruteForceRetention.solve(&p);
+        assert_eq!(r.keep, vec![true, false, false, false, false]);
+        assert!((r.objective - (0.5 - 3.0 / 8.0)).abs() < 1e-12);
+        assert!(p.kept_tokens(&r.keep) <= 40);
+    }
+
+    #[test]
+    fn capacity_and_token_counts_are_validated() {
+        let mut p = worked_example(16, 1.0, 0.0);
+        p.capacity = Some(27); // the cheapest path, r → B → b2, holds 28
+        assert_eq!(
+            p.validate(),
+            Err(RetentionError::Capacity {
+                capacity: 27,
+                cheapest: 28
+            })
+        );
+        p.capacity = Some(28);
+        p.validate().unwrap();
+        p.candidate_tokens.clear();
+        assert!(matches!(
+            p.validate(),
+            Err(RetentionError::Length {
+                field: "candidate_tokens",
+                ..
+            })
+        ));
+        // Node counts without a capacity need no token counts.
+        p.capacity = None;
+        p.ancestor_tokens.clear();
+        p.validate().unwrap();
+        p.kv_cost = KvCost::Tokens;
+        assert!(matches!(
+            p.validate(),
+            Err(RetentionError::Length {
+                field: "candidate_tokens",
+                ..
+            })
+        ));
+    }
+
     /// The depth-0 frontier: the root alone, no ancestors.
     fn root_only(lambda_b: f64, lambda_s: f64) -> RetentionProblem {
         RetentionProblem {
@@ -353,6 +551,10 @@ mod tests {
             lambda_s,
             scores: vec![0.5],
             node_ids: vec![0],
+            kv_cost: KvCost::Nodes,
+            candidate_tokens: vec![12],
+            ancestor_tokens: vec![],
+            capacity: None,
         }
     }
 

@@ -174,6 +174,12 @@ fn run_with(
     };
     let outcome = run_search("q", c, backends, &mut kv, &mut observer).expect("search runs");
     assert_eq!(kv.stats().live_tokens, 0, "every KV reference is released");
+    if let Some(limit) = c.kv_limit {
+        assert!(
+            kv.stats().peak_live_tokens <= limit,
+            "live KV over the limit"
+        );
+    }
     outcome
 }
 
@@ -325,6 +331,56 @@ fn a_deadline_ends_the_search_as_stopped() {
 }
 
 #[test]
+fn a_kv_limit_without_room_for_one_more_child_ends_the_search_keeping_its_answers() {
+    // Prompt `Q: q` and steps `s<d><c>` are 6 and 5 tokens, and steps are capped at 5, so a
+    // limit of 32 leaves room for 5 root children, then (one path kept each time) 4, 3, 2 and
+    // 1 children, and none at depth 5. `s2a` finishes its trajectory on the way.
+    for method in [Method::Ets, Method::Rebase] {
+        let mut c = config(method, 8, 12);
+        c.max_step_tokens = 5;
+        c.kv_limit = Some(32);
+        c.answer_markers = vec!["s2a".into()];
+        let o = run(&c, NEVER);
+        assert_eq!(o.end, EndReason::KvLimit, "{method}");
+        assert_eq!(o.depths.len(), 5, "{method}");
+        let created: Vec<usize> = o.depths.iter().map(|d| d.children_created).collect();
+        assert_eq!(created, [5, 4, 3, 2, 1], "{method}");
+        assert_eq!(
+            o.stats.finished, 1,
+            "{method}: the finished trajectory is kept"
+        );
+        assert_eq!(o.trajectories.len(), 1, "{method}");
+        assert!(!o.end.is_partial());
+        assert!(
+            states(&o, NodeState::Open) == 0,
+            "{method}: nothing is left open"
+        );
+        // The same search without the limit spends its width.
+        c.kv_limit = None;
+        assert_ne!(run(&c, NEVER).end, EndReason::KvLimit);
+    }
+}
+
+#[test]
+fn a_kv_limit_below_the_prompt_and_one_child_ends_before_the_first_depth() {
+    let mut c = config(Method::Ets, 4, 8);
+    c.max_step_tokens = 5;
+    c.kv_limit = Some(10); // the prompt (6) and one step (5) need 11
+    let o = run(&c, NEVER);
+    assert_eq!(o.end, EndReason::KvLimit);
+    assert!(o.depths.is_empty());
+    assert_eq!(o.nodes.len(), 1);
+    assert_eq!(o.nodes[0].state, NodeState::Pruned);
+    assert_eq!(o.answer, None);
+    c.kv_limit = Some(11);
+    let o = run(&c, NEVER);
+    assert_eq!(
+        o.depths[0].children_created, 1,
+        "one child fits beside the prompt"
+    );
+}
+
+#[test]
 fn end_reasons_print_kebab_case_names() {
     let names: Vec<String> = EndReason::ALL.iter().map(|r| r.to_string()).collect();
     assert_eq!(
@@ -335,6 +391,7 @@ fn end_reasons_print_kebab_case_names() {
             "width-spent",
             "decided",
             "share-reached",
+            "kv-limit",
             "frontier-empty",
             "deadline"
         ]

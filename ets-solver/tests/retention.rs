@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ets_core::retention::BruteForceRetention;
 use ets_core::select::rebase::allocate;
-use ets_core::{RetentionError, RetentionProblem, RetentionSolver};
+use ets_core::{KvCost, RetentionError, RetentionProblem, RetentionSolver};
 use ets_solver::retention::BranchAndBound;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -111,6 +111,10 @@ fn random_problem(rng: &mut ChaCha8Rng) -> RetentionProblem {
         lambda_s: [0.0, 0.5, 1.4, 1.5, 3.0][rng.gen_range(0..5)],
         scores,
         node_ids,
+        kv_cost: KvCost::Nodes,
+        candidate_tokens: vec![],
+        ancestor_tokens: vec![],
+        capacity: None,
     }
 }
 

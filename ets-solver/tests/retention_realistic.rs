@@ -8,7 +8,7 @@
 //! instances.
 
 use ets_core::select::rebase::allocate;
-use ets_core::RetentionProblem;
+use ets_core::{KvCost, RetentionProblem};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -165,6 +165,29 @@ fn simulated_problem(
         lambda_s: paper_lambda_s(width),
         scores,
         node_ids: frontier.iter().map(|&i| i as u64).collect(),
+        kv_cost: KvCost::Nodes,
+        candidate_tokens: frontier.iter().map(|&i| step_tokens(i)).collect(),
+        ancestor_tokens: nodes
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| is_ancestor[j])
+            .map(|(j, _)| step_tokens(j))
+            .collect(),
+        capacity: None,
+    }
+}
+
+/// Tokens of simulated node `j`'s own span: 150–349 for the root (the prompt), 20–199 for a
+/// step. A hash of the node's index, so the seeded problems draw exactly what they always did.
+pub fn step_tokens(j: usize) -> u64 {
+    let mut x = (j as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    if j == 0 {
+        150 + x % 200
+    } else {
+        20 + x % 180
     }
 }
 

@@ -148,6 +148,7 @@ fn end_reason(outcome: &SearchOutcome) -> &'static str {
         FrontierEmpty => "frontier empty",
         Decided => "vote decided",
         ShareReached => "vote share reached",
+        KvLimit => "KV limit: no room for another step",
         DepthCap => "depth cap",
         Stopped => "stopped",
         Deadline => "deadline passed: partial result",

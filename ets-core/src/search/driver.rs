@@ -119,8 +119,14 @@ impl<'a, 't> Driver<'a, 't> {
             .policy
             .encode_prompt(self.problem)
             .map_err(Self::backend_error(BackendKind::Policy, 0))?;
+        // Under a KV limit the root's children must fit beside the prompt; when not even one
+        // does, the prompt never enters the KV tree and the search ends at once.
+        let root_width = self.kv_width(prompt.len() as u64, self.config.width);
         let root = self.lease.tree().root();
-        let kv = self.lease.insert(root, &prompt)?;
+        let kv = match root_width {
+            0 => root,
+            _ => self.lease.insert(root, &prompt)?,
+        };
         self.nodes.push(Node {
             record: NodeRecord {
                 id: 0,
@@ -131,21 +137,34 @@ impl<'a, 't> Driver<'a, 't> {
                 path_tokens: 0,
                 score: None,
                 finish: None,
-                state: NodeState::Open,
+                state: match root_width {
+                    0 => NodeState::Pruned,
+                    _ => NodeState::Open,
+                },
                 subtree: 0,
             },
             kv,
-            held: true,
+            held: root_width > 0,
         });
         self.stats.prompt_tokens = prompt.len();
         self.emit(SearchEvent::Started {
             prompt_tokens: prompt.len(),
         });
+        let last_depth = match root_width {
+            0 => {
+                self.stats.pruned += 1;
+                0
+            }
+            _ => self.config.max_depth,
+        };
 
-        let mut plan: Plan = vec![(0, self.config.width)];
-        let mut contexts = self.contexts(&plan)?;
+        let mut plan: Plan = vec![(0, root_width)];
+        let mut contexts = match root_width {
+            0 => Vec::new(),
+            _ => self.contexts(&plan)?,
+        };
         let mut end = None;
-        for depth in 1..=self.config.max_depth {
+        for depth in 1..=last_depth {
             if self.stop {
                 end = Some(EndReason::Stopped);
                 break;
@@ -209,21 +228,43 @@ impl<'a, 't> Driver<'a, 't> {
                 && width_based
                 && !decided
                 && self.share_reached(&vote);
+            // Under a KV limit: the width this depth may spend, so that the kept paths plus one
+            // step of `max_step_tokens` per child fit (0: not even the cheapest path and one
+            // child do).
+            let kv_width = match self.config.kv_limit {
+                Some(_) if !open.is_empty() && !self.stop => {
+                    let prompt = self.nodes[0].record.tokens as u64;
+                    let cheapest = open
+                        .iter()
+                        .map(|&i| prompt + self.nodes[i].record.path_tokens as u64)
+                        .min()
+                        .unwrap_or(prompt);
+                    Some(self.kv_width(cheapest, remaining))
+                }
+                _ => None,
+            };
+            let kv_limited = kv_width == Some(0) && remaining > 0 && !decided && !share_reached;
             let next = if open.is_empty() || self.stop {
                 Vec::new()
-            } else if (remaining == 0 && width_based) || decided || share_reached {
+            } else if (remaining == 0 && width_based) || decided || share_reached || kv_limited {
                 for &i in &open {
                     self.close(i, NodeState::Pruned)?;
                     self.stats.pruned += 1;
                 }
                 Vec::new()
             } else {
+                let width = kv_width.unwrap_or(remaining);
+                let capacity = self
+                    .config
+                    .kv_limit
+                    .map(|limit| limit - width as u64 * self.config.max_step_tokens as u64);
                 let next = selection::select(
                     &mut self,
                     depth,
                     &open,
                     &scored.scored,
-                    remaining,
+                    width,
+                    capacity,
                     &mut record,
                 )?;
                 let kept: Vec<NodeId> = next.iter().map(|&(i, _)| self.nodes[i].kv).collect();
@@ -249,6 +290,8 @@ impl<'a, 't> Driver<'a, 't> {
                     EndReason::Decided
                 } else if share_reached {
                     EndReason::ShareReached
+                } else if kv_limited {
+                    EndReason::KvLimit
                 } else {
                     self.natural_end(depth, closed.depth_capped)
                 });
@@ -259,8 +302,12 @@ impl<'a, 't> Driver<'a, 't> {
             self.announce_live(depth, &plan, &contexts)?;
         }
         // Every depth up to the cap either plans the next one or breaks, and the last depth
-        // closes every open child, so the loop always breaks with a reason.
-        let end = end.unwrap_or(EndReason::DepthCap);
+        // closes every open child, so the loop always breaks with a reason, unless it never ran
+        // because the KV limit left no room for the root's children.
+        let end = end.unwrap_or(match last_depth {
+            0 => EndReason::KvLimit,
+            _ => EndReason::DepthCap,
+        });
         self.finish_stats(started);
         let nodes = self.nodes.iter().map(|n| n.record.clone()).collect();
         Ok(SearchOutcome {
@@ -284,6 +331,19 @@ impl<'a, 't> Driver<'a, 't> {
             EndReason::WidthSpent
         } else {
             EndReason::FrontierEmpty
+        }
+    }
+
+    /// The width a depth may spend under `kv_limit` when its cheapest candidate's root path
+    /// holds `cheapest` tokens: the most children, at most `width`, that fit beside that path
+    /// at `max_step_tokens` each (0 when not one does). Without a limit, `width`.
+    fn kv_width(&self, cheapest: u64, width: usize) -> usize {
+        match self.config.kv_limit {
+            None => width,
+            Some(limit) => {
+                let room = limit.saturating_sub(cheapest) / self.config.max_step_tokens as u64;
+                room.min(width as u64) as usize
+            }
         }
     }
 
@@ -333,18 +393,25 @@ impl<'a, 't> Driver<'a, 't> {
         plan: &Plan,
         contexts: &[Vec<u32>],
     ) -> Result<Vec<usize>, SearchError> {
+        let max_tokens: Vec<usize> = plan
+            .iter()
+            .map(|&(i, _)| {
+                let node = &self.nodes[i].record;
+                self.config
+                    .max_step_tokens
+                    .min(self.config.max_total_tokens - node.path_tokens)
+            })
+            .collect();
         let requests: Vec<ExpandRequest<'_>> = plan
             .iter()
             .zip(contexts)
-            .map(|(&(i, n), context)| {
+            .zip(&max_tokens)
+            .map(|((&(i, n), context), &max_tokens)| {
                 let node = &self.nodes[i].record;
                 ExpandRequest {
                     context,
                     num_children: n,
-                    max_tokens: self
-                        .config
-                        .max_step_tokens
-                        .min(self.config.max_total_tokens - node.path_tokens),
+                    max_tokens,
                     seed: request_seed(self.config.seed, node.id),
                     sampling: &self.config.sampling,
                     step_delimiter: &self.config.step_delimiter,
@@ -368,7 +435,9 @@ impl<'a, 't> Driver<'a, 't> {
         self.stats.policy_calls += plan.len() as u64;
         let mut created = Vec::new();
         let mut generated = 0u64;
-        for (&(parent, asked), continuations) in plan.iter().zip(results) {
+        for ((&(parent, asked), continuations), &max_tokens) in
+            plan.iter().zip(results).zip(&max_tokens)
+        {
             if continuations.len() > asked {
                 return Err(SearchError::BackendShape {
                     kind: BackendKind::Policy,
@@ -376,6 +445,19 @@ impl<'a, 't> Driver<'a, 't> {
                     expected: asked,
                     got: continuations.len(),
                 });
+            }
+            // The KV limit's room assumes no step is longer than its request allowed.
+            if self.config.kv_limit.is_some() {
+                if let Some(c) = continuations
+                    .iter()
+                    .find(|c| c.token_ids.len() > max_tokens)
+                {
+                    return Err(SearchError::StepTooLong {
+                        depth,
+                        max_tokens,
+                        got: c.token_ids.len(),
+                    });
+                }
             }
             for (k, c) in continuations.into_iter().enumerate() {
                 let kv = self.lease.insert(self.nodes[parent].kv, &c.token_ids)?;

@@ -8,6 +8,32 @@
 //! [`KvTree`]: an open node holds one reference, which it gives back when it is expanded,
 //! pruned, finished or dropped, so the tree's live tokens are exactly the search's live KV.
 //! All references are released when the search returns, however it ends.
+//!
+//! # The KV limit
+//!
+//! With [`SearchConfig::kv_limit`] = `L` tokens (ETS and REBASE), the search's live KV, the
+//! tokens of the union of the root paths of every node it holds (what the caller's [`KvTree`]
+//! counts as live, the prompt included), never exceeds `L`. Enforcement, per depth:
+//! - The driver picks the depth's width `w = min(W_rem, ⌊(L − p_min)/s⌋)`, where `W_rem` is
+//!   the width left, `p_min` the tokens of the cheapest open candidate's root path and
+//!   `s = max_step_tokens`: the full width whenever it fits, fewer children otherwise. If
+//!   `w = 0` (not even that path and one child fit) the open nodes are pruned and the search
+//!   ends with [`EndReason::KvLimit`], keeping its finished trajectories. Before the root's
+//!   expansion `p_min` is the prompt; if the prompt and one child do not fit, the prompt never
+//!   enters the tree and the search ends at once with the same reason.
+//! - The retention problem gets the capacity `C = L − w·s` for the union of the kept paths
+//!   (solved exactly: the solver's knapsack), and both REBASE passes allocate exactly `w`
+//!   children. REBASE under a limit solves the same problem with `λ_b = λ_s = 0` (the most
+//!   target mass that fits); without a limit it is plain REBASE.
+//! - Every request's `max_tokens` is at most `s`, and under a limit a step longer than its
+//!   request allowed is an error ([`SearchError::StepTooLong`]) before it enters the tree.
+//!
+//! Why it holds: after the selection the search holds only the planned nodes, whose paths hold
+//! at most `C` tokens (nodes the tree deduplicates only lower the real count). The expansion
+//! adds at most `w` children of at most `s` tokens each, and releases a parent only after its
+//! children are in, so at every moment of the expansion the live KV is at most `C + w·s = L`;
+//! scoring, closing and pruning only release references. The next depth starts from the
+//! planned nodes again. Without a limit nothing of this runs and searches are unchanged.
 
 mod driver;
 mod lease;

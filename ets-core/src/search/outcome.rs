@@ -179,7 +179,9 @@ impl Trajectory {
 ///    vote could no longer change;
 /// 5. [`ShareReached`](EndReason::ShareReached) when `stop_at_share` pruned open nodes because
 ///    one answer held that share of the vote;
-/// 6. [`FrontierEmpty`](EndReason::FrontierEmpty) otherwise.
+/// 6. [`KvLimit`](EndReason::KvLimit) when `kv_limit` left no room for the cheapest open
+///    candidate's path plus one child (checked before the root's expansion too);
+/// 7. [`FrontierEmpty`](EndReason::FrontierEmpty) otherwise.
 ///
 /// [`Deadline`](EndReason::Deadline) is never the driver's: the daemon puts it in place of
 /// `Stopped` when the stop was the job's deadline, so the result says it is partial.
@@ -205,6 +207,12 @@ pub enum EndReason {
     /// `min_finished` trajectories finished, so the open nodes were pruned. Unlike
     /// [`Decided`](EndReason::Decided) the full search might have answered otherwise.
     ShareReached,
+    /// The KV limit (`SearchConfig::kv_limit`) ended the search: with width left, not even the
+    /// cheapest open candidate's root path plus one child of `max_step_tokens` fit under it, so
+    /// the open nodes were pruned (before the root's expansion: the prompt plus one child did
+    /// not fit, and the search ran no depth). The answer is the vote over the trajectories
+    /// finished so far; the live KV never exceeded the limit.
+    KvLimit,
     /// The observer asked the search to stop (cancel, deadline and shutdown in the daemon all
     /// arrive this way) while work remained: nodes are left [`NodeState::Open`]. A stop that
     /// arrives once nothing is left to do does not change the reason.
@@ -222,6 +230,7 @@ impl EndReason {
         EndReason::WidthSpent,
         EndReason::Decided,
         EndReason::ShareReached,
+        EndReason::KvLimit,
         EndReason::FrontierEmpty,
         EndReason::Deadline,
     ];
@@ -240,6 +249,7 @@ impl EndReason {
             EndReason::DepthCap => "depth-cap",
             EndReason::Decided => "decided",
             EndReason::ShareReached => "share-reached",
+            EndReason::KvLimit => "kv-limit",
             EndReason::Stopped => "stopped",
             EndReason::Deadline => "deadline",
         }

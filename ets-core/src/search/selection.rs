@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::driver::Driver;
 use super::outcome::{DepthRecord, NodeState, RetentionSummary};
 use super::SearchEvent;
-use crate::config::Method;
+use crate::config::{KvCost, Method};
 use crate::error::{BackendKind, SearchError};
 use crate::select::{beam, ets, rebase};
 
@@ -15,13 +15,16 @@ pub(super) type Plan = Vec<(usize, usize)>;
 
 /// Allocates children over `open` (indices of open nodes at `depth`), prunes the rest, and fills
 /// the selection fields of `record`. `scored` is every child of this depth that has a score
-/// (finished and truncated ones included), which DVTS needs.
+/// (finished and truncated ones included), which DVTS needs. `remaining` is the width to
+/// allocate; `capacity`, under a KV limit, the most tokens the kept candidates' paths may hold
+/// (ETS and REBASE, which then goes through the retention problem with `λ_b = λ_s = 0`).
 pub(super) fn select(
     d: &mut Driver<'_, '_>,
     depth: usize,
     open: &[usize],
     scored: &[usize],
     remaining: usize,
+    capacity: Option<u64>,
     record: &mut DepthRecord,
 ) -> Result<Plan, SearchError> {
     let started = Instant::now();
@@ -32,26 +35,47 @@ pub(super) fn select(
     let ids: Vec<u64> = open.iter().map(|&i| d.nodes[i].record.id).collect();
     let config = d.config;
     let allocation = match config.method {
-        Method::Rebase => rebase::allocate(&scores, remaining, config.selection_temperature),
+        Method::Rebase if capacity.is_none() => {
+            rebase::allocate(&scores, remaining, config.selection_temperature)
+        }
         Method::Beam => beam::allocate(&scores, &ids, remaining),
         Method::BestOfN => vec![1; open.len()],
         Method::Dvts => dvts(d, open, scored),
-        Method::Ets => {
-            let (clusters, num_clusters) = cluster(d, depth, open)?;
-            let (candidate_parent, ancestor_parent) = ancestry(d, open);
+        Method::Ets | Method::Rebase => {
+            // REBASE under a KV limit is ETS without costs: keep the most target mass that
+            // fits, then REBASE over the kept candidates.
+            let (lambda_b, lambda_s, kv_cost) = match config.method {
+                Method::Ets => (config.lambda_b, d.lambda_s, config.kv_cost),
+                _ => (0.0, 0.0, KvCost::Nodes),
+            };
+            let (clusters, num_clusters) = cluster(d, depth, open, lambda_s)?;
+            let ancestry = ancestry(d, open);
+            let candidate_tokens: Vec<u64> = open
+                .iter()
+                .map(|&i| d.nodes[i].record.tokens as u64)
+                .collect();
+            let ancestor_tokens: Vec<u64> = ancestry
+                .ancestors
+                .iter()
+                .map(|&a| d.nodes[a].record.tokens as u64)
+                .collect();
             let frontier = ets::EtsFrontier {
                 scores: &scores,
-                candidate_parent: &candidate_parent,
-                ancestor_parent: &ancestor_parent,
+                candidate_parent: &ancestry.candidate_parent,
+                ancestor_parent: &ancestry.ancestor_parent,
                 clusters: &clusters,
                 num_clusters,
                 node_ids: &ids,
+                candidate_tokens: &candidate_tokens,
+                ancestor_tokens: &ancestor_tokens,
             };
             let params = ets::EtsParams {
                 width: remaining,
                 temperature: config.selection_temperature,
-                lambda_b: config.lambda_b,
-                lambda_s: d.lambda_s,
+                lambda_b,
+                lambda_s,
+                kv_cost,
+                capacity,
             };
             let selection = ets::allocate(frontier, params, d.backends.solver)?;
             let r = &selection.retention;
@@ -61,7 +85,7 @@ pub(super) fn select(
                 nodes_explored: r.nodes_explored,
                 lp_solves: r.lp_solves,
             });
-            if d.lambda_s > 0.0 {
+            if lambda_s > 0.0 {
                 record.clusters = clusters;
             }
             selection.children
@@ -96,8 +120,9 @@ fn cluster(
     d: &mut Driver<'_, '_>,
     depth: usize,
     open: &[usize],
+    lambda_s: f64,
 ) -> Result<(Vec<usize>, usize), SearchError> {
-    if d.lambda_s == 0.0 {
+    if lambda_s == 0.0 {
         return Ok(((0..open.len()).collect(), open.len()));
     }
     let mut unique: Vec<&str> = Vec::new();
@@ -119,9 +144,7 @@ fn cluster(
         .backends
         .embedder
         .as_mut()
-        .ok_or(SearchError::MissingEmbedder {
-            lambda_s: d.lambda_s,
-        })?;
+        .ok_or(SearchError::MissingEmbedder { lambda_s })?;
     let embeddings = embedder
         .embed(&unique)
         .map_err(|source| SearchError::Backend {
@@ -149,9 +172,19 @@ fn cluster(
     ))
 }
 
+/// The tree above the candidates.
+struct Ancestry {
+    /// Node indices of the ancestors, ordered by depth then id (so parents come first).
+    ancestors: Vec<usize>,
+    /// Each candidate's parent, as an index into `ancestors`.
+    candidate_parent: Vec<Option<usize>>,
+    /// Each ancestor's parent, as an index into `ancestors`.
+    ancestor_parent: Vec<Option<usize>>,
+}
+
 /// The tree above the candidates: each candidate's parent as an ancestor index, and each
 /// ancestor's parent, ancestors ordered by depth then id (so parents come first).
-fn ancestry(d: &Driver<'_, '_>, open: &[usize]) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+fn ancestry(d: &Driver<'_, '_>, open: &[usize]) -> Ancestry {
     let parent_of = |i: usize| d.nodes[i].record.parent.map(|p| p as usize);
     let mut ancestors: Vec<usize> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -175,7 +208,11 @@ fn ancestry(d: &Driver<'_, '_>, open: &[usize]) -> (Vec<Option<usize>>, Vec<Opti
         .iter()
         .map(|&a| parent_of(a).map(|p| index[&p]))
         .collect();
-    (candidate_parent, ancestor_parent)
+    Ancestry {
+        ancestors,
+        candidate_parent,
+        ancestor_parent,
+    }
 }
 
 /// DVTS: in each live subtree the best scored child of this depth continues with the subtree's

@@ -6,8 +6,13 @@
 //!    still get 0 children, pruned ones always get 0.
 //!
 //! With `λ_b = λ_s = 0` the retention problem keeps everything and ETS equals REBASE.
+//!
+//! Under a KV limit the caller passes the retention problem a token `capacity` for the kept
+//! paths and the width it reserved room for (see the driver); both REBASE passes use that
+//! width, so the children allocated sum to it exactly.
 
 use crate::backend::RetentionSolver;
+use crate::config::KvCost;
 use crate::error::RetentionError;
 use crate::retention::{Retention, RetentionProblem};
 use crate::select::rebase;
@@ -28,6 +33,11 @@ pub struct EtsFrontier<'a> {
     pub num_clusters: usize,
     /// Node id of each candidate (tie-breaks).
     pub node_ids: &'a [u64],
+    /// Tokens of each candidate's own step (may be empty when neither the token cost nor a
+    /// capacity is used).
+    pub candidate_tokens: &'a [u64],
+    /// Tokens of each ancestor's own span, the root's prompt included (may be empty likewise).
+    pub ancestor_tokens: &'a [u64],
 }
 
 /// ETS weights and width for one selection.
@@ -41,6 +51,10 @@ pub struct EtsParams {
     pub lambda_b: f64,
     /// Semantic-coverage weight.
     pub lambda_s: f64,
+    /// What the KV term counts.
+    pub kv_cost: KvCost,
+    /// Most tokens the kept paths may hold, if limited.
+    pub capacity: Option<u64>,
 }
 
 /// What ETS decided at one depth.
@@ -72,6 +86,10 @@ pub fn allocate(
         lambda_s: params.lambda_s,
         scores: frontier.scores.to_vec(),
         node_ids: frontier.node_ids.to_vec(),
+        kv_cost: params.kv_cost,
+        candidate_tokens: frontier.candidate_tokens.to_vec(),
+        ancestor_tokens: frontier.ancestor_tokens.to_vec(),
+        capacity: params.capacity,
     };
     problem.validate()?;
     let retention = solver.solve(&problem);
@@ -110,6 +128,8 @@ mod tests {
             clusters: &[0, 0, 1, 2, 2],
             num_clusters: 3,
             node_ids: &[3, 4, 5, 6, 7],
+            candidate_tokens: &[],
+            ancestor_tokens: &[],
         };
         allocate(
             frontier,
@@ -118,6 +138,8 @@ mod tests {
                 temperature: 0.2,
                 lambda_b,
                 lambda_s,
+                kv_cost: KvCost::Nodes,
+                capacity: None,
             },
             &BruteForceRetention,
         )
@@ -142,12 +164,16 @@ mod tests {
             clusters: &[0],
             num_clusters: 1,
             node_ids: &[0],
+            candidate_tokens: &[],
+            ancestor_tokens: &[],
         };
         let params = EtsParams {
             width: 16,
             temperature: 0.2,
             lambda_b: 1.0,
             lambda_s: 1.5,
+            kv_cost: KvCost::Nodes,
+            capacity: None,
         };
         let s = allocate(frontier, params, &BruteForceRetention).unwrap();
         assert_eq!(s.retention.keep, vec![true]);
@@ -210,12 +236,16 @@ mod tests {
                 clusters: &clusters,
                 num_clusters: 3,
                 node_ids: &node_ids,
+                candidate_tokens: &[],
+                ancestor_tokens: &[],
             };
             let params = EtsParams {
                 width,
                 temperature: 0.2,
                 lambda_b: 0.0,
                 lambda_s: 0.0,
+                kv_cost: KvCost::Nodes,
+                capacity: None,
             };
             let s = allocate(frontier, params, &BruteForceRetention).unwrap();
             assert_eq!(

@@ -195,7 +195,7 @@ impl Relaxation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ets_core::RetentionProblem;
+    use ets_core::{KvCost, RetentionProblem};
 
     fn worked(lambda_s: f64) -> RetentionProblem {
         RetentionProblem {
@@ -208,6 +208,10 @@ mod tests {
             lambda_s,
             scores: vec![0.9, 0.85, 0.4, 0.6, 0.55],
             node_ids: vec![3, 4, 5, 6, 7],
+            kv_cost: KvCost::Nodes,
+            candidate_tokens: vec![],
+            ancestor_tokens: vec![],
+            capacity: None,
         }
     }
 

@@ -382,7 +382,7 @@ impl TreeDp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ets_core::RetentionProblem;
+    use ets_core::{KvCost, RetentionProblem};
 
     fn problem(targets: Vec<f64>, lambda_b: f64) -> RetentionProblem {
         RetentionProblem {
@@ -395,6 +395,10 @@ mod tests {
             lambda_s: 0.0,
             scores: vec![0.9, 0.85, 0.4, 0.6, 0.55],
             node_ids: vec![3, 4, 5, 6, 7],
+            kv_cost: KvCost::Nodes,
+            candidate_tokens: vec![],
+            ancestor_tokens: vec![],
+            capacity: None,
         }
     }
 
@@ -456,7 +460,7 @@ mod tests {
 #[cfg(test)]
 mod group_tests {
     use super::*;
-    use ets_core::RetentionProblem;
+    use ets_core::{KvCost, RetentionProblem};
 
     #[test]
     fn a_group_earns_its_bonus_once() {
@@ -471,6 +475,10 @@ mod group_tests {
             lambda_s: 0.6,
             scores: vec![0.9, 0.8, 0.7],
             node_ids: vec![1, 2, 3],
+            kv_cost: KvCost::Nodes,
+            candidate_tokens: vec![],
+            ancestor_tokens: vec![],
+            capacity: None,
         };
         let inst = Instance::new(&p);
         let mut dp = TreeDp::new(&inst);

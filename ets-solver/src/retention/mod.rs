@@ -45,7 +45,7 @@ use tree::{Fix, Instance};
 /// parents) within it and ends any solve in tens of milliseconds on the dev machines.
 ///
 /// ```
-/// use ets_core::{RetentionProblem, RetentionSolver};
+/// use ets_core::{KvCost, RetentionProblem, RetentionSolver};
 /// use ets_solver::retention::BranchAndBound;
 ///
 /// // r → A → {a1, a2}, r → B → {b1}; a1 and a2 say the same thing.
@@ -59,6 +59,10 @@ use tree::{Fix, Instance};
 ///     lambda_s: 1.5,
 ///     scores: vec![0.9, 0.8, 0.5],
 ///     node_ids: vec![3, 4, 5],
+///     kv_cost: KvCost::Nodes,
+///     candidate_tokens: vec![],
+///     ancestor_tokens: vec![],
+///     capacity: None,
 /// };
 /// let retention = BranchAndBound::default().solve(&problem);
 /// assert_eq!(retention.keep, vec![true, false, true]);
