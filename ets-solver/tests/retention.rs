@@ -263,3 +263,223 @@ fn invalid_problems_are_errors() {
     p.targets.clear();
     assert!(BranchAndBound::default().try_solve(&p).is_err());
 }
+
+/// `p` with token counts drawn from `rng` (0–12 per node, so equal weights and ties are
+/// common), the given KV cost, and a capacity a `share` of the way from the cheapest
+/// candidate path to the whole tree (`None`: no capacity).
+fn with_tokens(
+    mut p: RetentionProblem,
+    rng: &mut ChaCha8Rng,
+    kv_cost: KvCost,
+    share: Option<f64>,
+) -> RetentionProblem {
+    p.candidate_tokens = (0..p.num_candidates())
+        .map(|_| rng.gen_range(0..=12))
+        .collect();
+    p.ancestor_tokens = (0..p.num_ancestors())
+        .map(|_| rng.gen_range(0..=12))
+        .collect();
+    p.kv_cost = kv_cost;
+    p.capacity = share.map(|share| {
+        let cheapest = p.path_tokens().into_iter().min().unwrap();
+        let all = p.kept_tokens(&vec![true; p.num_candidates()]);
+        cheapest + ((all - cheapest) as f64 * share) as u64
+    });
+    p
+}
+
+/// Checks `solver` against brute force on 1500 random problems with token counts: the token
+/// cost when `tokens`, a random capacity when `capacity`. Returns (problems whose capacity
+/// bound the unlimited optimum, those of them that needed branch-and-bound).
+fn check_tokens_against_brute_force(
+    solver: BranchAndBound,
+    tokens: bool,
+    capacity: bool,
+) -> (usize, usize) {
+    let mut rng = ChaCha8Rng::seed_from_u64(2502_13575 ^ 0x6b76);
+    let mut binding = 0;
+    let mut branched = 0;
+    for case in 0..1500 {
+        let p = random_problem(&mut rng);
+        let kv_cost = match tokens {
+            true => KvCost::Tokens,
+            false => [KvCost::Nodes, KvCost::Tokens][rng.gen_range(0..2)],
+        };
+        let share = capacity.then(|| [0.0, 0.1, 0.3, 0.5, 0.8, 1.0][rng.gen_range(0..6)]);
+        let p = with_tokens(p, &mut rng, kv_cost, share);
+        p.validate().unwrap();
+        let bf = BruteForceRetention.solve(&p);
+        let bb = solver.solve(&p);
+        assert!(bb.proven_optimal, "case {case}: {p:?}");
+        assert!(
+            (bb.objective - bf.objective).abs() <= 1e-9,
+            "case {case}: {} vs {}: {p:?}",
+            bb.objective,
+            bf.objective
+        );
+        assert_eq!(bb.keep, bf.keep, "case {case}: tie sets differ: {p:?}");
+        assert_eq!(bb.objective, p.objective(&bb.keep), "case {case}");
+        let free = RetentionProblem {
+            capacity: None,
+            ..p.clone()
+        };
+        if let Some(c) = p.capacity {
+            assert!(p.kept_tokens(&bb.keep) <= c, "case {case}");
+            if p.kept_tokens(&BruteForceRetention.solve(&free).keep) > c {
+                binding += 1;
+                branched += usize::from(bb.nodes_explored > 0);
+            } else {
+                // A capacity the optimum fits in changes nothing, work counts included.
+                assert_eq!(bb, solver.solve(&free), "case {case}");
+            }
+        } else if p.kv_cost == KvCost::Nodes {
+            // Token counts the node count does not read change nothing either.
+            let bare = RetentionProblem {
+                candidate_tokens: vec![],
+                ancestor_tokens: vec![],
+                ..p.clone()
+            };
+            assert_eq!(bb, solver.solve(&bare), "case {case}");
+        }
+    }
+    (binding, branched)
+}
+
+#[test]
+fn random_token_costs_match_brute_force() {
+    check_tokens_against_brute_force(BranchAndBound::default(), true, false);
+}
+
+#[test]
+fn random_token_costs_and_capacities_match_brute_force_without_subgradient_steps() {
+    // An LP at every node without a capacity; under one, inherited multipliers only.
+    let solver = BranchAndBound {
+        dual_steps: 0,
+        ..BranchAndBound::default()
+    };
+    check_tokens_against_brute_force(solver, true, false);
+    let (binding, branched) = check_tokens_against_brute_force(solver, false, true);
+    assert!(
+        binding >= 500 && branched >= 100,
+        "{binding} bound, {branched} branched"
+    );
+}
+
+#[test]
+fn a_capacity_below_every_candidate_path_is_rejected() {
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    let mut rejected = 0;
+    for case in 0..500 {
+        let kv_cost = [KvCost::Nodes, KvCost::Tokens][case % 2];
+        let mut p = with_tokens(random_problem(&mut rng), &mut rng, kv_cost, Some(0.0));
+        let cheapest = p.capacity.unwrap();
+        // At the cheapest path's tokens the problem is valid, and every answer is one path.
+        let got = BranchAndBound::default().try_solve(&p).unwrap();
+        assert!(got.proven_optimal && p.kept_tokens(&got.keep) <= cheapest);
+        assert_eq!(got.keep, BruteForceRetention.solve(&p).keep, "case {case}");
+        if cheapest == 0 {
+            continue;
+        }
+        p.capacity = Some(cheapest - 1);
+        assert_eq!(
+            BranchAndBound::default().try_solve(&p),
+            Err(RetentionError::Capacity {
+                capacity: cheapest - 1,
+                cheapest
+            }),
+            "case {case}"
+        );
+        rejected += 1;
+    }
+    assert!(rejected >= 400, "{rejected}");
+}
+
+#[test]
+fn a_local_cluster_with_an_excluded_member_elsewhere_keeps_its_set() {
+    // Found by a brute-force sweep: when branching excluded the member of a cluster under one
+    // parent so that its other members shared another, the tree program used to reset the
+    // group at the excluded member's parent and lose the kept members (here: a tie set other
+    // than brute force's, reported proven optimal). Node count, no capacity.
+    let p = RetentionProblem {
+        targets: vec![0.0, 0.125, 0.0, 0.0, 0.25, 0.0, 0.375, 0.25],
+        candidate_parent: [4, 4, 6, 5, 6, 6, 2, 6].map(Some).to_vec(),
+        ancestor_parent: vec![None, Some(0), Some(1), Some(2), Some(3), Some(3), Some(3)],
+        clusters: vec![0, 3, 4, 1, 5, 0, 1, 2],
+        num_clusters: 6,
+        lambda_b: 2.0,
+        lambda_s: 1.5,
+        scores: vec![
+            0.13680459237153608,
+            0.7792327641025144,
+            0.723658828494706,
+            0.06718756249042301,
+            0.9060604826552153,
+            0.4997768748334932,
+            0.912312941741114,
+            0.8362115880063391,
+        ],
+        node_ids: vec![10, 25, 19, 28, 13, 22, 31, 16],
+        kv_cost: KvCost::Nodes,
+        candidate_tokens: vec![],
+        ancestor_tokens: vec![],
+        capacity: None,
+    };
+    let bf = BruteForceRetention.solve(&p);
+    let got = BranchAndBound::default().solve(&p);
+    assert!(got.proven_optimal);
+    assert_eq!(got.keep, bf.keep);
+    assert!((got.objective - bf.objective).abs() <= 1e-9);
+}
+
+#[test]
+fn random_capacities_match_brute_force() {
+    let (binding, branched) =
+        check_tokens_against_brute_force(BranchAndBound::default(), false, true);
+    eprintln!("{binding} of 1500 capacities bound, {branched} of them branched");
+    assert!(binding >= 500, "only {binding} capacities bound");
+    assert!(
+        branched >= 100,
+        "only {branched} bound problems needed branch-and-bound"
+    );
+}
+
+#[test]
+fn a_capacity_that_binds_keeps_the_best_set_that_fits() {
+    // Worked tree, λ_s = 0: {a1, a2} holds 43 tokens; under 40, {a1} (34) is the best set.
+    let mut p = worked(16, 1.0, 0.0);
+    p.capacity = Some(40);
+    let got = BranchAndBound::default().solve(&p);
+    assert_eq!(kept_names(&got.keep), ["a1"]);
+    assert!(got.proven_optimal);
+    // With clusters across parents the same capacity goes through branch-and-bound.
+    let mut p = crossed(16, 1.0, 1.5);
+    p.capacity = Some(40);
+    let got = BranchAndBound::default().solve(&p);
+    assert_eq!(got.keep, BruteForceRetention.solve(&p).keep);
+    assert!(p.kept_tokens(&got.keep) <= 40);
+    // A capacity the optimum fits in changes nothing.
+    let mut p = worked(16, 1.0, 1.5);
+    let free = BranchAndBound::default().solve(&p);
+    p.capacity = Some(p.kept_tokens(&free.keep));
+    assert_eq!(BranchAndBound::default().solve(&p), free);
+}
+
+#[test]
+fn a_work_limited_capacity_solve_returns_a_set_that_fits_unproven() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut seen = 0;
+    for _ in 0..300 {
+        let p = with_tokens(random_problem(&mut rng), &mut rng, KvCost::Nodes, Some(0.3));
+        let solver = BranchAndBound {
+            work_limit: 0,
+            ..BranchAndBound::default()
+        };
+        let got = solver.solve(&p);
+        assert!(p.kept_tokens(&got.keep) <= p.capacity.unwrap());
+        assert!(got.keep.contains(&true));
+        assert_eq!(got.objective, p.objective(&got.keep));
+        assert_eq!(solver.solve(&p), got, "deterministic");
+        seen += usize::from(!got.proven_optimal);
+    }
+    assert!(seen >= 30, "{seen} solves stopped by the work limit");
+}

@@ -369,6 +369,58 @@ mod checks {
         assert!(checked >= 20, "{checked}");
     }
 
+    /// `p` with the KV cost `kv_cost` and a capacity a `share` of the way from its cheapest
+    /// candidate path to its whole tree.
+    fn with_capacity(p: &RetentionProblem, kv_cost: KvCost, share: f64) -> RetentionProblem {
+        let cheapest = p.path_tokens().into_iter().min().unwrap();
+        let all = p.kept_tokens(&vec![true; p.num_candidates()]);
+        RetentionProblem {
+            kv_cost,
+            capacity: Some(cheapest + ((all - cheapest) as f64 * share) as u64),
+            ..p.clone()
+        }
+    }
+
+    #[test]
+    fn small_realistic_problems_under_a_capacity_match_brute_force() {
+        let mut checked = 0;
+        for seed in 0..20 {
+            let p = realistic_problem(16, seed);
+            if p.num_candidates() > 16 {
+                continue;
+            }
+            for kv_cost in KvCost::ALL {
+                for share in [0.2, 0.6] {
+                    let q = with_capacity(&p, kv_cost, share);
+                    let bf = BruteForceRetention.solve(&q);
+                    let bb = BranchAndBound::default().solve(&q);
+                    assert!(bb.proven_optimal, "seed {seed}");
+                    assert!((bf.objective - bb.objective).abs() <= 1e-9, "seed {seed}");
+                    assert_eq!(bf.keep, bb.keep, "seed {seed} {kv_cost} {share}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 40, "{checked}");
+    }
+
+    #[test]
+    fn a_wide_problem_under_a_binding_capacity_keeps_a_set_that_fits() {
+        // Width 256, capacity at half the tree: the knapsack's lists grow to thousands of
+        // sets, and the default work limit may end the solve unproven; the set still fits,
+        // and the same problem gives the same set.
+        let p = with_capacity(&realistic_problem(256, 0), KvCost::Tokens, 0.5);
+        let got = BranchAndBound::default().solve(&p);
+        assert!(p.kept_tokens(&got.keep) <= p.capacity.unwrap());
+        assert_eq!(got.objective, p.objective(&got.keep));
+        let free = BranchAndBound::default().solve(&RetentionProblem {
+            capacity: None,
+            ..p.clone()
+        });
+        assert!(got.objective <= free.objective);
+        assert_eq!(BranchAndBound::default().solve(&p), got);
+    }
+
     /// The optimum by enumerating every subset of the candidates in clusters of two or more;
     /// the rest then has separable weights, maximised by a plain recursion over the tree.
     fn enumerated_optimum(p: &RetentionProblem) -> f64 {

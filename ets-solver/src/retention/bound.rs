@@ -15,8 +15,13 @@
 //! When the program's kept set keeps exactly one member of every coupled cluster, or none of a
 //! cluster whose multiplier is `λ_s/K`, the bound is attained by that set up to the tree
 //! program's tie tolerance; the caller checks the set's objective against the bound.
+//!
+//! Under a capacity the tree part is solved by the knapsack ([`super::knap`]) instead, which
+//! keeps the capacity as a constraint: the multipliers relax the clusters only, so the same
+//! argument gives a valid bound, and the relaxed set fits.
 
 use super::dp::{DpInput, TreeDp, NO_GROUP};
+use super::knap::{Knap, KnapDp};
 use super::tree::{Fix, Instance};
 
 /// How a node's fixings leave one cluster.
@@ -41,7 +46,8 @@ pub(crate) struct Relaxation {
     pub(crate) exact_weight: Vec<f64>,
     /// Per candidate: forced in.
     pub(crate) forced: Vec<bool>,
-    /// Per candidate: its cluster when the cluster is local, else [`NO_GROUP`].
+    /// Per candidate: its cluster when the cluster is local and the candidate allowed, else
+    /// [`NO_GROUP`].
     pub(crate) group: Vec<usize>,
     /// Per candidate: the weight the last [`Relaxation::bound`] gave the tree program (the
     /// base weight plus its cluster's multiplier for a free member of a coupled cluster).
@@ -55,6 +61,14 @@ pub(crate) struct Relaxation {
     pub(crate) mu: Vec<f64>,
     /// The tree program's buffers; after [`Relaxation::bound`], its `keep` is the relaxed set.
     pub(crate) dp: TreeDp,
+    /// The knapsack's buffers, under a capacity (then it replaces the tree program).
+    knap: Option<KnapDp>,
+    /// Sets the knapsack may form in the next [`Relaxation::bound`].
+    pub(crate) budget: u64,
+    /// Knapsack work since the caller last took it.
+    pub(crate) knap_work: u64,
+    /// The knapsack ran out of budget: the last bound returned `None` without an answer.
+    pub(crate) aborted: bool,
 }
 
 /// What [`Relaxation::bound`] found.
@@ -83,6 +97,10 @@ impl Relaxation {
             value: f64::NEG_INFINITY,
             mu: vec![0.0; inst.num_clusters()],
             dp: TreeDp::new(inst),
+            knap: inst.capacity.map(|_| KnapDp::new(inst)),
+            budget: u64::MAX,
+            knap_work: 0,
+            aborted: false,
         }
     }
 
@@ -124,7 +142,10 @@ impl Relaxation {
                     Fix::Out => f64::NEG_INFINITY,
                     _ => inst.base_weight(i),
                 };
-                self.group[i] = if state == ClusterState::Local {
+                // Only allowed members join the group: an excluded member under another parent
+                // would make the tree program reset the group's state when it reaches that
+                // parent, and the fixing pass count the group there.
+                self.group[i] = if state == ClusterState::Local && fix[i] != Fix::Out {
                     k
                 } else {
                     NO_GROUP
@@ -135,8 +156,8 @@ impl Relaxation {
     }
 
     /// The Lagrangian bound under `fix` with multipliers `mu` (one per cluster, `K` of them;
-    /// only coupled clusters read theirs, which must lie in `[0, λ_s/K]`). `None` when the node allows no
-    /// kept set.
+    /// only coupled clusters read theirs, which must lie in `[0, λ_s/K]`). `None` when the node
+    /// allows no kept set, or when the knapsack ran out of its budget (then `aborted` is set).
     pub(crate) fn bound(
         &mut self,
         inst: &Instance<'_>,
@@ -156,15 +177,27 @@ impl Relaxation {
                 }
             }
         }
-        let tree = self.dp.solve(
-            inst,
-            DpInput {
-                weight: &self.weight,
-                forced: &self.forced,
-                group: &self.group,
-                group_bonus: v,
-            },
-        )?;
+        let input = DpInput {
+            weight: &self.weight,
+            forced: &self.forced,
+            group: &self.group,
+            group_bonus: v,
+        };
+        let tree = match (&mut self.knap, inst.capacity) {
+            (Some(knap), Some(capacity)) => {
+                let run = knap.solve(inst, input, capacity, self.budget, &mut self.dp.keep);
+                self.knap_work += knap.work;
+                match run {
+                    Knap::Solved(value) => value,
+                    Knap::Infeasible => return None,
+                    Knap::Aborted => {
+                        self.aborted = true;
+                        return None;
+                    }
+                }
+            }
+            _ => self.dp.solve(inst, input)?,
+        };
         let mut branch = None;
         let mut worst = 0.0;
         for (k, &mu_k) in mu.iter().enumerate() {

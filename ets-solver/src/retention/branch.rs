@@ -30,6 +30,13 @@
 //! tie-ranking order. A node whose relaxed set attains its bound is solved, and because the tree
 //! program resolves ties the same way, that set is the one the tie-break prefers within the
 //! node. So the answer is the tie-break's choice among the optimal sets, as brute force gives.
+//!
+//! Under a capacity the bound's tree part is the knapsack of [`super::knap`], so every relaxed
+//! set fits and the argument above holds for the sets that fit. Reduced-cost fixing and the
+//! LP read the tree program's subtree values, which the knapsack does not have, so a node
+//! takes its subgradient steps and branches. There is no incumbent before the first set that
+//! fits (keeping everything may not). Each set the knapsack forms counts one unit of work; a
+//! knapsack run that would pass the work limit stops, and the search returns unproven.
 
 use std::cmp::Ordering;
 use std::rc::Rc;
@@ -101,6 +108,11 @@ struct Search<'i, 'p> {
     work: u64,
     /// Work of one tree-program run: `N + M`.
     run_work: u64,
+    /// The work limit.
+    work_limit: u64,
+    /// Under a capacity: the bound is the knapsack's, and fixing and LPs (which read the tree
+    /// program's values) are skipped.
+    limited: bool,
 }
 
 /// What reduced-cost fixing found at a node.
@@ -146,7 +158,10 @@ impl Search<'_, '_> {
     /// is its bound, up to float noise, or no cluster is coupled any more).
     fn evaluate(&mut self, fix: &[Fix], mu: &[f64]) -> Option<NodeBound> {
         self.work += self.run_work;
-        let bound = self.relax.bound(self.inst, fix, mu)?;
+        self.relax.budget = self.work_limit.saturating_sub(self.work);
+        let bound = self.relax.bound(self.inst, fix, mu);
+        self.work += std::mem::take(&mut self.relax.knap_work);
+        let bound = bound?;
         let relaxed = std::mem::take(&mut self.relax.dp.keep);
         let objective = self.offer(&relaxed);
         self.relax.dp.keep = relaxed;
@@ -256,6 +271,9 @@ impl Search<'_, '_> {
     /// again). Returns the node if it still stands.
     fn tighten(&mut self, node: Node) -> Option<Node> {
         let node = self.ascend(node, self.dual_steps)?;
+        if self.limited {
+            return Some(node);
+        }
         let mut node = self.reduce(node)?;
         if self.prunable(node.bound.value, &node.fix) {
             return None;
@@ -312,29 +330,46 @@ impl Search<'_, '_> {
     }
 }
 
-/// Solves a problem with coupled clusters and a positive node cost to optimality, or returns
-/// the incumbent with `proven_optimal = false` when a limit is reached. `dual_steps` is the
-/// number of subgradient steps a node takes before it solves its LP.
+/// Solves a problem with coupled clusters and a positive unit cost (any cost under a capacity)
+/// to optimality, or returns the incumbent with `proven_optimal = false` when a limit is
+/// reached. `dual_steps` is the number of subgradient steps a node takes before it solves its
+/// LP (under a capacity, before it branches).
 pub(crate) fn solve(inst: &Instance<'_>, limits: Limits, dual_steps: usize) -> Outcome {
     let n = inst.num_candidates();
+    let limited = inst.capacity.is_some();
+    // Under a capacity keeping everything may not fit: no incumbent until a set that fits.
+    let (keep, objective) = match limited {
+        false => (vec![true; n], inst.problem.objective(&vec![true; n])),
+        true => (vec![false; n], f64::NEG_INFINITY),
+    };
     let mut search = Search {
         inst,
         relax: Relaxation::new(inst),
         settings: lp::settings(),
-        keep: vec![true; n],
-        objective: inst.problem.objective(&vec![true; n]),
+        keep,
+        objective,
         nodes: 0,
         lp_solves: 0,
         dual_steps,
         fixing: Fixing::new(inst),
         work: 0,
         run_work: (n + inst.num_ancestors()) as u64,
+        work_limit: limits.work,
+        limited,
     };
     let root_fix = vec![Fix::Free; n];
-    // A first incumbent: the tree program with coupled clusters ignored, improved locally.
+    // A first incumbent: the tree program (the knapsack under a capacity) with coupled
+    // clusters ignored, improved locally; under a capacity, if the knapsack runs out of work,
+    // the best single path that fits, improved locally.
     let zero = vec![0.0; inst.num_clusters()];
-    if search.relax.bound(inst, &root_fix, &zero).is_some() {
-        let mut local = LocalSearch::new(inst, &search.relax.dp.keep);
+    search.relax.budget = limits.work;
+    let first = search.relax.bound(inst, &root_fix, &zero).is_some();
+    search.work += std::mem::take(&mut search.relax.knap_work);
+    let local = match first {
+        true => Some(LocalSearch::new(inst, &search.relax.dp.keep)),
+        false => limited.then(|| LocalSearch::best_single(inst)),
+    };
+    if let Some(mut local) = local {
         let scans = local.improve(inst, 4 * n + 16);
         search.work += scans as u64 * search.run_work;
         let improved = local.keep().to_vec();
@@ -352,7 +387,10 @@ pub(crate) fn solve(inst: &Instance<'_>, limits: Limits, dual_steps: usize) -> O
     }
     let mut proven_optimal = true;
     while let Some(node) = stack.pop() {
-        if search.work >= limits.work || limits.deadline.is_some_and(|d| Instant::now() >= d) {
+        if search.work >= limits.work
+            || search.relax.aborted
+            || limits.deadline.is_some_and(|d| Instant::now() >= d)
+        {
             proven_optimal = false;
             break;
         }
@@ -369,6 +407,10 @@ pub(crate) fn solve(inst: &Instance<'_>, limits: Limits, dual_steps: usize) -> O
             continue;
         };
         stack.extend(search.children(&node, cluster));
+    }
+    if search.relax.aborted {
+        // The knapsack ran out of work on a node that was then dropped unexplored.
+        proven_optimal = false;
     }
     Outcome {
         keep: search.keep,

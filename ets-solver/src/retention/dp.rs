@@ -291,7 +291,7 @@ impl TreeDp {
         } = input;
         let m = inst.num_ancestors();
         for j in (0..m).rev() {
-            let mut choice = Choice::new(inst.cost);
+            let mut choice = Choice::new(inst.ancestor_cost(j));
             let candidates = inst.candidate_children(j);
             for &i in candidates {
                 if group[i] != NO_GROUP {
@@ -351,7 +351,7 @@ impl TreeDp {
             self.upper[j] = if choice.sum == f64::NEG_INFINITY {
                 f64::NEG_INFINITY
             } else {
-                choice.upper.value(inst.cost)
+                choice.upper.value(inst.ancestor_cost(j))
             };
             self.forced[j] = choice.forced;
             self.best_rank[j] = choice.rank;

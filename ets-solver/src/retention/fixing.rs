@@ -65,7 +65,6 @@ impl Fixing {
     pub(crate) fn compute(&mut self, inst: &Instance<'_>, relax: &Relaxation) {
         let dp = &relax.dp;
         let bonus = inst.cluster_value;
-        let cost = inst.cost;
         let m = inst.num_ancestors();
         self.group_counted.fill(false);
         // What each kind of child adds.
@@ -101,7 +100,8 @@ impl Fixing {
             let base = match inst.ancestor_parent(j) {
                 None => 0.0,
                 Some(p) => {
-                    self.outside[p] - cost + self.children_sum[p] - adds(dp.upper[j], dp.forced[j])
+                    self.outside[p] - inst.ancestor_cost(p) + self.children_sum[p]
+                        - adds(dp.upper[j], dp.forced[j])
                 }
             };
             self.outside[j] = base;
@@ -113,7 +113,7 @@ impl Fixing {
                 continue;
             }
             let j = inst.candidate_parent(i);
-            let around = self.outside[j] - cost + self.children_sum[j];
+            let around = self.outside[j] - inst.ancestor_cost(j) + self.children_sum[j];
             self.forced_in[i] = relax.constant
                 + match relax.group[i] {
                     NO_GROUP => around - candidate_adds(i) + w,

@@ -3,7 +3,8 @@
 //! Moves: add one candidate, drop one, or swap two members of a cluster; the best improving
 //! move is applied until none improves by more than float noise. Each move's change of
 //! objective is computed from live counts in O(depth): a node is live while some kept candidate
-//! is below it, a cluster is covered while some member is kept.
+//! is below it, a cluster is covered while some member is kept. Under a capacity, a move that
+//! would take the set's tokens over it is not made (the set must start within it).
 
 use super::tree::Instance;
 
@@ -20,6 +21,8 @@ pub(crate) struct LocalSearch {
     /// The current set.
     keep: Vec<bool>,
     kept: usize,
+    /// Tokens of the current set's paths (counted only under a capacity).
+    tokens: u64,
 }
 
 impl LocalSearch {
@@ -30,6 +33,7 @@ impl LocalSearch {
             covered: vec![0; inst.num_clusters()],
             keep: vec![false; inst.num_candidates()],
             kept: 0,
+            tokens: 0,
         };
         for (i, _) in keep.iter().enumerate().filter(|(_, &k)| k) {
             search.apply_add(inst, i);
@@ -42,7 +46,52 @@ impl LocalSearch {
         &self.keep
     }
 
+    /// The best single candidate whose path fits, improved: a first set under a capacity.
+    pub(crate) fn best_single(inst: &Instance<'_>) -> Self {
+        let n = inst.num_candidates();
+        let mut search = LocalSearch::new(inst, &vec![false; n]);
+        let mut best: Option<(usize, f64)> = None;
+        for &i in &inst.ranking {
+            let delta = search.add_delta(inst, i);
+            if search.fits_add(inst, i) && best.is_none_or(|(_, b)| delta > b + IMPROVEMENT) {
+                best = Some((i, delta));
+            }
+        }
+        if let Some((i, _)) = best {
+            search.apply_add(inst, i);
+        }
+        search
+    }
+
+    /// Whether adding candidate `i` keeps the set within the capacity (always true without).
+    fn fits_add(&self, inst: &Instance<'_>, i: usize) -> bool {
+        let Some(capacity) = inst.capacity else {
+            return true;
+        };
+        let mut tokens = self.tokens + inst.candidate_tokens(i);
+        let mut a = Some(inst.candidate_parent(i));
+        while let Some(j) = a {
+            if self.below[j] > 0 {
+                break;
+            }
+            tokens += inst.ancestor_tokens(j);
+            a = inst.ancestor_parent(j);
+        }
+        tokens <= capacity
+    }
+
     fn apply_add(&mut self, inst: &Instance<'_>, i: usize) {
+        if inst.capacity.is_some() {
+            self.tokens += inst.candidate_tokens(i);
+            let mut a = Some(inst.candidate_parent(i));
+            while let Some(j) = a {
+                if self.below[j] > 0 {
+                    break;
+                }
+                self.tokens += inst.ancestor_tokens(j);
+                a = inst.ancestor_parent(j);
+            }
+        }
         self.keep[i] = true;
         self.kept += 1;
         self.covered[inst.cluster(i)] += 1;
@@ -57,22 +106,29 @@ impl LocalSearch {
         self.keep[i] = false;
         self.kept -= 1;
         self.covered[inst.cluster(i)] -= 1;
+        let counts_tokens = inst.capacity.is_some();
+        if counts_tokens {
+            self.tokens -= inst.candidate_tokens(i);
+        }
         let mut a = Some(inst.candidate_parent(i));
         while let Some(j) = a {
             self.below[j] -= 1;
+            if counts_tokens && self.below[j] == 0 {
+                self.tokens -= inst.ancestor_tokens(j);
+            }
             a = inst.ancestor_parent(j);
         }
     }
 
     /// Change of objective when candidate `i` (not kept) is added.
     fn add_delta(&self, inst: &Instance<'_>, i: usize) -> f64 {
-        let mut newly_live = 0usize;
+        let mut newly_live = 0u64;
         let mut a = Some(inst.candidate_parent(i));
         while let Some(j) = a {
             if self.below[j] > 0 {
                 break;
             }
-            newly_live += 1;
+            newly_live += inst.ancestor_weight(j);
             a = inst.ancestor_parent(j);
         }
         let cover = if self.covered[inst.cluster(i)] == 0 {
@@ -80,18 +136,18 @@ impl LocalSearch {
         } else {
             0.0
         };
-        inst.base_weight(i) - inst.cost * newly_live as f64 + cover
+        inst.base_weight(i) - inst.unit_cost * newly_live as f64 + cover
     }
 
     /// Change of objective when candidate `i` (kept, not the only one) is dropped.
     fn drop_delta(&self, inst: &Instance<'_>, i: usize) -> f64 {
-        let mut dying = 0usize;
+        let mut dying = 0u64;
         let mut a = Some(inst.candidate_parent(i));
         while let Some(j) = a {
             if self.below[j] > 1 {
                 break;
             }
-            dying += 1;
+            dying += inst.ancestor_weight(j);
             a = inst.ancestor_parent(j);
         }
         let uncover = if self.covered[inst.cluster(i)] == 1 {
@@ -99,7 +155,7 @@ impl LocalSearch {
         } else {
             0.0
         };
-        -inst.base_weight(i) + inst.cost * dying as f64 - uncover
+        -inst.base_weight(i) + inst.unit_cost * dying as f64 - uncover
     }
 
     /// Applies improving moves until none is left (at most `max_moves`); returns the number of
@@ -110,6 +166,9 @@ impl LocalSearch {
             let mut best_move = None;
             for i in 0..inst.num_candidates() {
                 let delta = if !self.keep[i] {
+                    if !self.fits_add(inst, i) {
+                        continue;
+                    }
                     self.add_delta(inst, i)
                 } else if self.kept > 1 {
                     self.drop_delta(inst, i)
@@ -153,7 +212,7 @@ impl LocalSearch {
                 let drop = self.drop_delta(inst, out);
                 self.apply_drop(inst, out);
                 for &into in members {
-                    if into != out && !self.keep[into] {
+                    if into != out && !self.keep[into] && self.fits_add(inst, into) {
                         let delta = drop + self.add_delta(inst, into);
                         if delta > best {
                             best = delta;

@@ -132,7 +132,7 @@ pub(crate) fn cluster_multipliers(
         if !marked[j] || forced_below[j] {
             continue;
         }
-        let mut worth = -inst.cost;
+        let mut worth = -inst.ancestor_cost(j);
         for &i in inst.candidate_children(j) {
             let w = relax.exact_weight[i];
             match relax.group[i] {

@@ -12,9 +12,21 @@
 //!   by the tree program, with multipliers improved by subgradient steps and, where those do not
 //!   settle a node, taken from a Clarabel LP relaxation; branching on cluster decisions.
 //!
-//! Layout: `tree.rs` preprocesses the problem, `dp.rs` is the tree program, `bound.rs` the node
-//! relaxation, `lp.rs` the Clarabel LP, `heuristic.rs` the local search for a first incumbent,
-//! `branch.rs` the search.
+//! The KV term weighs each live node 1 or its own tokens ([`ets_core::KvCost`]); the tree
+//! program and the bounds take a cost per node, so both counts go the same ways above. A
+//! **capacity** (most tokens of the union of the kept paths) is handled after them:
+//! - the problem is first solved without it; when that optimum fits, it is the answer (it is
+//!   also the tie-break's choice among the sets that fit);
+//! - otherwise the tree program is replaced by an exact **tree knapsack** (`knap.rs`), which
+//!   keeps only sets that fit: alone when no cluster couples parents, else as the bound of the
+//!   same branch-and-bound (subgradient steps only: reduced-cost fixing and the LP read the
+//!   tree program's values and are skipped). The first incumbent is the knapsack's set (or,
+//!   when it runs out of work, the best single path that fits), improved by a local search
+//!   that never leaves the capacity.
+//!
+//! Layout: `tree.rs` preprocesses the problem, `dp.rs` is the tree program, `knap.rs` the tree
+//! knapsack, `bound.rs` the node relaxation, `lp.rs` the Clarabel LP, `heuristic.rs` the local
+//! search for a first incumbent, `branch.rs` the search.
 //!
 //! Ties: every path resolves ties as [`ets_core::RetentionProblem::compare`] does, so the kept
 //! set is the one [`ets_core::retention::BruteForceRetention`] returns (up to objectives that
@@ -25,6 +37,7 @@ mod branch;
 mod dp;
 mod fixing;
 mod heuristic;
+mod knap;
 mod lp;
 mod tree;
 
@@ -33,6 +46,7 @@ use std::time::{Duration, Instant};
 use ets_core::{Retention, RetentionError, RetentionProblem, RetentionSolver};
 
 use bound::Relaxation;
+use heuristic::LocalSearch;
 use tree::{Fix, Instance};
 
 /// Exact retention solver: a tree dynamic program, and branch-and-bound with Clarabel LP
@@ -70,9 +84,12 @@ use tree::{Fix, Instance};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BranchAndBound {
-    /// Work bound of one solve, in units of about one tree-program step (see `branch.rs`).
-    /// When it is reached the best set found so far is returned with
-    /// `proven_optimal = false`; which set that is depends only on the problem.
+    /// Work bound of one solve, in units of about one tree-program step (see `branch.rs`);
+    /// under a binding capacity, each set the knapsack forms counts one more unit, and the
+    /// solve without the capacity that comes first has a bound of its own, so such a solve
+    /// may do up to twice this work. When it is reached the best set found so far is returned
+    /// with `proven_optimal = false` (under a capacity, a set that fits); which set that is
+    /// depends only on the problem.
     pub work_limit: u64,
     /// Optional wall-clock cap of one solve, off (`None`) by default: a safety valve for
     /// callers that prefer a bounded wait to a reproducible result. When it ends a solve, the
@@ -119,17 +136,41 @@ impl BranchAndBound {
                 lp_solves: 0,
             });
         }
+        let Some(capacity) = problem.capacity else {
+            return Ok(self.solve_unlimited(problem));
+        };
+        // The optimum without the capacity is the answer whenever it fits (it is then the
+        // tie-break's choice among the sets that fit, too); only a binding capacity needs the
+        // knapsack.
+        let unlimited = RetentionProblem {
+            capacity: None,
+            ..problem.clone()
+        };
+        let free = self.solve_unlimited(&unlimited);
+        if problem.kept_tokens(&free.keep) <= capacity {
+            return Ok(free);
+        }
+        let limited = self.solve_limited(problem);
+        Ok(Retention {
+            nodes_explored: free.nodes_explored + limited.nodes_explored,
+            lp_solves: free.lp_solves + limited.lp_solves,
+            ..limited
+        })
+    }
+
+    /// Solves a problem without a capacity.
+    fn solve_unlimited(&self, problem: &RetentionProblem) -> Retention {
         let inst = Instance::new(problem);
         let n = inst.num_candidates();
-        if inst.cost <= 0.0 {
+        if inst.unit_cost <= 0.0 {
             let keep = vec![true; n];
-            return Ok(Retention {
+            return Retention {
                 objective: problem.objective(&keep),
                 keep,
                 proven_optimal: true,
                 nodes_explored: 0,
                 lp_solves: 0,
-            });
+            };
         }
         if inst.cluster_value == 0.0 || !inst.has_coupled_clusters() {
             // Clusters within one parent are exact groups; with λ_s = 0 the zero multipliers
@@ -140,26 +181,65 @@ impl BranchAndBound {
                 Some(_) => relax.dp.keep,
                 None => unreachable!("a validated problem has a candidate, so a feasible set"),
             };
-            return Ok(Retention {
+            return Retention {
                 objective: problem.objective(&keep),
                 keep,
                 proven_optimal: true,
                 nodes_explored: 0,
                 lp_solves: 0,
-            });
+            };
         }
+        self.branch_and_bound(&inst)
+    }
+
+    /// Solves a problem whose capacity binds: the knapsack alone when no cluster couples
+    /// candidates, branch-and-bound over the knapsack's bounds otherwise.
+    fn solve_limited(&self, problem: &RetentionProblem) -> Retention {
+        let inst = Instance::new(problem);
+        let n = inst.num_candidates();
+        if inst.cluster_value == 0.0 || !inst.has_coupled_clusters() {
+            let mut relax = Relaxation::new(&inst);
+            relax.budget = self.work_limit;
+            let zero = vec![0.0; inst.num_clusters()];
+            if relax.bound(&inst, &vec![Fix::Free; n], &zero).is_some() {
+                let keep = relax.dp.keep;
+                return Retention {
+                    objective: problem.objective(&keep),
+                    keep,
+                    proven_optimal: true,
+                    nodes_explored: 0,
+                    lp_solves: 0,
+                };
+            }
+            assert!(relax.aborted, "a validated capacity admits a kept set");
+            // Out of work: the best single path that fits, improved locally.
+            let mut local = LocalSearch::best_single(&inst);
+            local.improve(&inst, 4 * n + 16);
+            let keep = local.keep().to_vec();
+            return Retention {
+                objective: problem.objective(&keep),
+                keep,
+                proven_optimal: false,
+                nodes_explored: 0,
+                lp_solves: 0,
+            };
+        }
+        self.branch_and_bound(&inst)
+    }
+
+    fn branch_and_bound(&self, inst: &Instance<'_>) -> Retention {
         let limits = branch::Limits {
             work: self.work_limit,
             deadline: self.time_limit.map(|t| Instant::now() + t),
         };
-        let outcome = branch::solve(&inst, limits, self.dual_steps);
-        Ok(Retention {
+        let outcome = branch::solve(inst, limits, self.dual_steps);
+        Retention {
             keep: outcome.keep,
             objective: outcome.objective,
             proven_optimal: outcome.proven_optimal,
             nodes_explored: outcome.nodes,
             lp_solves: outcome.lp_solves,
-        })
+        }
     }
 }
 

@@ -22,8 +22,19 @@ pub(crate) enum Fix {
 pub(crate) struct Instance<'a> {
     /// The problem itself.
     pub(crate) problem: &'a RetentionProblem,
-    /// Node cost `c` (negative when `λ_b = 0`).
-    pub(crate) cost: f64,
+    /// Cost `c` of one unit of KV weight (negative when `λ_b = 0`); see
+    /// [`RetentionProblem::unit_cost`].
+    pub(crate) unit_cost: f64,
+    /// Per ancestor: its KV weight (1, or its tokens with the token cost) and cost `c·w`.
+    anc_weight: Vec<u64>,
+    anc_cost: Vec<f64>,
+    /// Per candidate: its cost `c·w`.
+    cand_cost: Vec<f64>,
+    /// Token counts (empty when the problem has none), and the capacity.
+    anc_tokens: Vec<u64>,
+    cand_tokens: Vec<u64>,
+    /// Most tokens the kept paths may hold.
+    pub(crate) capacity: Option<u64>,
     /// Value `λ_s/K` of covering one cluster.
     pub(crate) cluster_value: f64,
     /// Candidates in tie-ranking order.
@@ -88,9 +99,19 @@ impl<'a> Instance<'a> {
             problem.num_clusters,
             ranking.iter().map(|&i| (problem.clusters[i], i)),
         );
+        let unit_cost = problem.unit_cost();
+        let anc_weight: Vec<u64> = (0..m).map(|j| problem.ancestor_weight(j)).collect();
         Instance {
             problem,
-            cost: problem.node_cost(),
+            unit_cost,
+            anc_cost: anc_weight.iter().map(|&w| unit_cost * w as f64).collect(),
+            cand_cost: (0..n)
+                .map(|i| unit_cost * problem.candidate_weight(i) as f64)
+                .collect(),
+            anc_weight,
+            anc_tokens: problem.ancestor_tokens.clone(),
+            cand_tokens: problem.candidate_tokens.clone(),
+            capacity: problem.capacity,
             cluster_value: problem.cluster_value(),
             ranking,
             rank,
@@ -149,9 +170,29 @@ impl<'a> Instance<'a> {
         self.problem.clusters[i]
     }
 
-    /// `O_i − c`: what keeping candidate `i` is worth before its cluster and ancestors.
+    /// `O_i − c·w_i`: what keeping candidate `i` is worth before its cluster and ancestors.
     pub(crate) fn base_weight(&self, i: usize) -> f64 {
-        self.problem.targets[i] - self.cost
+        self.problem.targets[i] - self.cand_cost[i]
+    }
+
+    /// `c·w_j`: what ancestor `j` costs when live.
+    pub(crate) fn ancestor_cost(&self, j: usize) -> f64 {
+        self.anc_cost[j]
+    }
+
+    /// KV weight of ancestor `j` (1, or its tokens with the token cost).
+    pub(crate) fn ancestor_weight(&self, j: usize) -> u64 {
+        self.anc_weight[j]
+    }
+
+    /// Tokens of ancestor `j`'s own span (only with token counts).
+    pub(crate) fn ancestor_tokens(&self, j: usize) -> u64 {
+        self.anc_tokens[j]
+    }
+
+    /// Tokens of candidate `i`'s own step (only with token counts).
+    pub(crate) fn candidate_tokens(&self, i: usize) -> u64 {
+        self.cand_tokens[i]
     }
 
     /// True when some cluster has members under two or more parents, the only case where the
@@ -199,7 +240,8 @@ mod tests {
         assert_eq!(inst.members(1), &[2]);
         // Clusters 0 and 2 are siblings only.
         assert!(!inst.has_coupled_clusters());
-        assert!((inst.cost - 1.0 / 8.0).abs() < 1e-15);
+        assert!((inst.unit_cost - 1.0 / 8.0).abs() < 1e-15);
+        assert_eq!(inst.ancestor_cost(2), inst.unit_cost);
         assert!((inst.cluster_value - 0.5).abs() < 1e-15);
     }
 
