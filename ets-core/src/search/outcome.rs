@@ -224,7 +224,7 @@ pub enum EndReason {
 
 impl EndReason {
     /// Every reason, in the order of the rules above (stop first), then the daemon's.
-    pub const ALL: [EndReason; 7] = [
+    pub const ALL: [EndReason; 8] = [
         EndReason::Stopped,
         EndReason::DepthCap,
         EndReason::WidthSpent,
