@@ -4,7 +4,7 @@
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use ets_client::{EngineChoice, SolveRequest};
-use ets_core::{Method, SearchConfig};
+use ets_core::{KvCost, Method, SearchConfig};
 
 use super::UsageError;
 
@@ -74,6 +74,19 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "N", requires = "stop_at_share")]
     pub min_finished: Option<usize>,
 
+    /// Hard limit on the search's live KV, in tokens of the policy's tree (prompt included):
+    /// each depth spends only the width whose kept paths plus one full step per child fit, so
+    /// the live KV never exceeds it; a search left without room ends `kv-limit` with the
+    /// trajectories finished so far (ETS and REBASE). The daemon's `--kv-budget` reserves this
+    /// limit instead of the search's worst case.
+    #[arg(long, value_name = "TOKENS")]
+    pub kv_limit: Option<u64>,
+
+    /// What ETS's KV cost counts: `nodes` (the paper's) or `tokens` (a node weighs its own
+    /// tokens, so a 250-token step costs 50 times a 5-token one) [default: nodes].
+    #[arg(long, value_name = "COST", value_parser = kv_cost_parser())]
+    pub kv_cost: Option<KvCost>,
+
     /// Wall-clock budget per job in seconds from acceptance; the job fails past it.
     #[arg(long, value_name = "SECS")]
     pub deadline: Option<f64>,
@@ -105,6 +118,11 @@ pub struct SettingsArgs {
     /// daemon's].
     #[arg(long, value_name = "ENGINE")]
     pub engine: Option<EngineChoice>,
+}
+
+fn kv_cost_parser() -> impl TypedValueParser<Value = KvCost> {
+    let names = KvCost::ALL.map(KvCost::name);
+    PossibleValuesParser::new(names).try_map(|name| name.parse::<KvCost>())
 }
 
 fn method_parser() -> impl TypedValueParser<Value = Method> {
@@ -161,6 +179,10 @@ impl SettingsArgs {
             config.stop_at_share = self.stop_at_share;
         }
         set(&mut config.min_finished, self.min_finished);
+        set(&mut config.kv_cost, self.kv_cost);
+        if self.kv_limit.is_some() {
+            config.kv_limit = self.kv_limit;
+        }
         config
             .answer_markers
             .extend(self.answer_markers.iter().cloned());
@@ -327,5 +349,25 @@ mod tests {
         let r = parse(&[]).request("x", Overrides::default()).unwrap();
         assert_eq!(r.config.stop_at_share, None);
         assert_eq!(r.config.min_finished, SearchConfig::default().min_finished);
+    }
+
+    #[test]
+    fn kv_flags_reach_the_config_and_bad_ones_name_the_flag() {
+        let r = parse(&["--kv-limit", "1500", "--kv-cost", "tokens"])
+            .request("x", Overrides::default())
+            .unwrap();
+        assert_eq!(r.config.kv_limit, Some(1500));
+        assert_eq!(r.config.kv_cost, KvCost::Tokens);
+        let r = parse(&[]).request("x", Overrides::default()).unwrap();
+        assert_eq!((r.config.kv_limit, r.config.kv_cost), (None, KvCost::Nodes));
+        let e = parse(&["--kv-limit", "0"])
+            .request("x", Overrides::default())
+            .unwrap_err();
+        assert!(e.0.starts_with("--kv-limit"), "{e}");
+        let e = parse(&["--method", "beam", "--kv-limit", "900"])
+            .request("x", Overrides::default())
+            .unwrap_err();
+        assert!(e.0.starts_with("--kv-limit") && e.0.contains("ets"), "{e}");
+        assert!(Wrapper::try_parse_from(["t", "--kv-cost", "bytes"]).is_err());
     }
 }

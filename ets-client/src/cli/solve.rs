@@ -165,7 +165,8 @@ async fn watch(
     Ok(Watched::Ended(id, Box::new(job.wait().await)))
 }
 
-/// The one JSON object `ets solve --json` prints: the outcome plus job, tag, method, width.
+/// The one JSON object `ets solve --json` prints: the outcome plus job, tag, method, width and
+/// the KV limit and cost.
 pub fn result_json(result: &JobResult, request: &SolveRequest) -> Value {
     let mut value = serde_json::to_value(&result.outcome).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
@@ -174,6 +175,8 @@ pub fn result_json(result: &JobResult, request: &SolveRequest) -> Value {
         map.insert("tag".into(), json!(result.tag));
         map.insert("method".into(), json!(request.config.method));
         map.insert("width".into(), json!(request.config.width));
+        map.insert("kv_limit".into(), json!(request.config.kv_limit));
+        map.insert("kv_cost".into(), json!(request.config.kv_cost));
     }
     value
 }

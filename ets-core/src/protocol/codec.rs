@@ -204,13 +204,15 @@ mod tests {
         let mut request = SolveRequest::new("What is 6 * 7?");
         request.deadline_ms = Some(1500);
         request.config.stop_at_share = Some(0.8);
+        request.config.kv_limit = Some(1500);
+        request.config.kv_cost = crate::KvCost::Tokens;
         let mut wire = encode_frame(&Request::Solve(Box::new(request))).unwrap();
         wire.extend(encode_frame(&EndReason::ALL.to_vec()).unwrap());
         // FNV-1a, 64-bit.
         let hash = wire.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
-        let pinned: &[(u32, u64)] = &[(4, 0xa858_8721_3f6f_b43a)];
+        let pinned: &[(u32, u64)] = &[(4, 0xa858_8721_3f6f_b43a), (5, 0xe36c_7805_5b10_06b8)];
         let expected = pinned.iter().find(|p| p.0 == PROTOCOL_VERSION).map(|p| p.1);
         assert_eq!(
             expected,

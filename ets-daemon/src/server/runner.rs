@@ -175,7 +175,8 @@ async fn drive(
                 format!(
                     "this search may hold up to {estimate} bytes of live KV (prompt + width {} × \
                      max_total_tokens {}), more than the daemon's KV budget of {budget} bytes; \
-                     lower the width or max tokens, or start etsd with a larger --kv-budget",
+                     set a --kv-limit, lower the width or max tokens, or start etsd with a \
+                     larger --kv-budget",
                     request.config.width, request.config.max_total_tokens
                 ),
             )
@@ -274,7 +275,9 @@ async fn load_models(daemon: &Daemon, request: &SolveRequest) -> Result<JobModel
 }
 
 /// A job's worst-case K/V, in bytes: every one of `width` open paths at the token cap, plus
-/// the prompt, in the policy's cache and (on an engine that keeps it) in the PRM's.
+/// the prompt, in the policy's cache and (on an engine that keeps it) in the PRM's. A search
+/// with a KV limit never holds more than the limit's tokens live (the driver enforces it), so
+/// its reservation is the limit when that is smaller.
 #[derive(Debug, Clone, Copy)]
 struct KvReservation {
     policy: u64,
@@ -287,6 +290,13 @@ impl KvReservation {
     }
 }
 
+/// Live tokens a job may hold: the prompt plus `width` paths at the token cap, or the KV
+/// limit when that is smaller.
+fn reserved_tokens(prompt: u64, width: u64, max_tokens: u64, kv_limit: Option<u64>) -> u64 {
+    let worst = prompt.saturating_add(width.saturating_mul(max_tokens));
+    kv_limit.map_or(worst, |limit| worst.min(limit))
+}
+
 /// Smallest cache a native backend gets, so tiny searches still reuse their prefixes.
 const MIN_CACHE_BYTES: u64 = 64 << 20;
 
@@ -297,9 +307,10 @@ async fn kv_estimate(
     let problem = request.problem.clone();
     let width = request.config.width as u64;
     let max_tokens = request.config.max_total_tokens as u64;
+    let kv_limit = request.config.kv_limit;
     run_on_thread("ets-encode", move || {
         let prompt = backends::prompt_tokens(&models.policy, &problem)? as u64;
-        let tokens = prompt.saturating_add(width.saturating_mul(max_tokens));
+        let tokens = reserved_tokens(prompt, width, max_tokens, kv_limit);
         let policy = tokens.saturating_mul(backends::kv_bytes_per_token(&models.policy));
         // The PRM's render adds its own header; the prompt's length stands in for it.
         let prm = if backends::keeps_job_kv(&models.prm) {

@@ -172,6 +172,21 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
             "refused-empty-marker",
             solve(|r| r.config.answer_markers.push(String::new())),
         ),
+        (
+            "solve-kv-limit-tokens",
+            solve(|r| {
+                r.config.kv_limit = Some(1500);
+                r.config.kv_cost = ets_core::KvCost::Tokens;
+            }),
+        ),
+        ("refused-zero-kv-limit", solve(|r| r.config.kv_limit = Some(0))),
+        (
+            "refused-kv-limit-beam",
+            solve(|r| {
+                r.config.method = Method::Beam;
+                r.config.kv_limit = Some(900);
+            }),
+        ),
     ]);
     let mut seeds: Vec<(String, Vec<u8>)> = named
         .iter()

@@ -126,6 +126,25 @@ fn kv_budget_and_deadline_fail_with_clear_errors() {
         "{}",
         daemon.log()
     );
+    // The search refused above, under a KV limit: the daemon reserves the limit (100 tokens of
+    // this model, policy and PRM, fit in 10 MB; its worst case of 8 × 64 tokens did not), and
+    // the search never holds more than the limit live.
+    let mut limited = tiny_solve("What is 2 + 3?", ets_core::Method::Rebase, 8, 64, 1);
+    limited.config.max_depth = 4;
+    limited.config.max_step_tokens = 16;
+    limited.config.kv_limit = Some(100);
+    let job = c.submit(limited);
+    match c.finish(job).1 {
+        Response::Result { outcome, .. } => {
+            assert!(
+                outcome.stats.peak_live_tokens <= 100,
+                "peak {} over the limit",
+                outcome.stats.peak_live_tokens
+            );
+            assert!(outcome.stats.nodes > 1, "the search expanded the root");
+        }
+        other => panic!("expected a result under the KV limit, got {other:?}"),
+    }
 }
 
 #[test]
