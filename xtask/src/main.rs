@@ -2,7 +2,8 @@
 //!
 //! **Owns**: repository rules checked as tests ([`tidy`]), the test-model fixtures
 //! ([`models`]: `cargo xtask models`), the engine benchmark ([`bench_engine`]:
-//! `cargo xtask bench-engine`), the end-to-end search benchmark of both engines
+//! `cargo xtask bench-engine`; [`bench_vs_llama`]: `--vs-llama-cpp`, side by side with
+//! llama.cpp), the end-to-end search benchmark of both engines
 //! ([`bench_search`]: `cargo xtask bench-search`), the llama.cpp reference binaries built from
 //! source ([`llama_cpp`]: `cargo xtask llama-cpp`), the daemon soak ([`soak`]:
 //! `cargo xtask soak`), the fuzz runs ([`fuzz`]: `cargo xtask fuzz --minutes N`), and later the
@@ -15,6 +16,8 @@ mod bench_engine;
 mod bench_remote;
 #[cfg(feature = "engines")]
 mod bench_search;
+#[cfg(feature = "engines")]
+mod bench_vs_llama;
 mod fuzz;
 mod llama_cpp;
 #[cfg(feature = "engines")]
@@ -44,6 +47,10 @@ fn main() -> Result<()> {
         }
         #[cfg(feature = "engines")]
         Some("models") => models::run(&args[1..]),
+        #[cfg(feature = "engines")]
+        Some("bench-engine") if args.iter().any(|a| a == "--vs-llama-cpp") => {
+            bench_vs_llama::run(&args[1..])
+        }
         #[cfg(feature = "engines")]
         Some("bench-engine") => bench_engine::run(&args[1..]),
         #[cfg(feature = "engines")]

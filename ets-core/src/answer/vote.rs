@@ -455,4 +455,33 @@ mod tests {
             r#""gsm8k""#
         );
     }
+
+    #[test]
+    fn a_vote_is_decided_only_when_no_remaining_outcome_can_even_tie_it() {
+        // Three for "4", one for "5": two more trajectories for "5" would tie it (3 to 3),
+        // and a tie is not a decision (the tie-break could pick either); one more cannot.
+        let cands = [
+            cand("4", &[1.0]),
+            cand("4", &[1.0]),
+            cand("4", &[1.0]),
+            cand("5", &[1.0]),
+        ];
+        let outcome = vote(&cands, VoteRule::Majority, Dataset::Math, Grader::Lenient);
+        assert!(!vote_is_decided(&outcome, VoteRule::Majority, 2, 1.0));
+        assert!(vote_is_decided(&outcome, VoteRule::Majority, 1, 1.0));
+        // A new answer starts at 0: three remaining could tie a lone winner's 3 as well.
+        let alone = vote(
+            &cands[..3],
+            VoteRule::Majority,
+            Dataset::Math,
+            Grader::Lenient,
+        );
+        assert!(!vote_is_decided(&alone, VoteRule::Majority, 3, 1.0));
+        assert!(vote_is_decided(&alone, VoteRule::Majority, 2, 1.0));
+        // Weighted: each remaining trajectory adds at most max_score.
+        let weighted = VoteRule::WeightedMajority(StepAggregate::Last);
+        let outcome = vote(&cands, weighted, Dataset::Math, Grader::Lenient);
+        assert!(!vote_is_decided(&outcome, weighted, 4, 0.5));
+        assert!(vote_is_decided(&outcome, weighted, 3, 0.5));
+    }
 }
