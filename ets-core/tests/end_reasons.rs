@@ -362,6 +362,24 @@ fn a_kv_limit_without_room_for_one_more_child_ends_the_search_keeping_its_answer
 }
 
 #[test]
+fn a_frontier_that_runs_out_after_the_kv_limit_narrowed_a_depth_ends_at_the_kv_limit() {
+    // As above, but the lone child of depth 5 finishes: nothing is left open, with width
+    // unspent because the limit narrowed every depth, so the reason is the limit, not an
+    // empty frontier. Without the limit the same finishes leave the width to spend.
+    for method in [Method::Ets, Method::Rebase] {
+        let mut c = config(method, 8, 12);
+        c.max_step_tokens = 5;
+        c.kv_limit = Some(32);
+        c.answer_markers = vec!["s2a".into(), "s5a".into()];
+        let o = run(&c, NEVER);
+        assert_eq!(o.depths.len(), 5, "{method}");
+        assert_eq!(o.stats.finished, 2, "{method}");
+        assert_eq!(states(&o, NodeState::Open), 0, "{method}");
+        assert_eq!(o.end, EndReason::KvLimit, "{method}");
+    }
+}
+
+#[test]
 fn a_kv_limit_below_the_prompt_and_one_child_ends_before_the_first_depth() {
     let mut c = config(Method::Ets, 4, 8);
     c.max_step_tokens = 5;

@@ -55,6 +55,20 @@ fn config_strategy() -> impl Strategy<Value = SearchConfig> {
         )
 }
 
+/// Whether some depth of `o` spent less width than remained (the root's included).
+fn narrowed(o: &SearchOutcome, config: &SearchConfig) -> bool {
+    let root = o.depths.first().map(|d| d.children_created);
+    if root.is_some_and(|created| created < config.width) {
+        return true;
+    }
+    let mut closed = 0;
+    o.depths.iter().any(|d| {
+        closed += d.finished + d.truncated;
+        let allocated: usize = d.allocation.iter().sum();
+        !d.kept.is_empty() && allocated < config.width.saturating_sub(closed)
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -74,7 +88,8 @@ proptest! {
             }
         }
         if o.end == EndReason::KvLimit {
-            // Only because not even the cheapest open path and one child fit.
+            // Only because not even the cheapest open path and one child fit, or because the
+            // frontier ran out, width unspent, after the limit narrowed a depth.
             let step = config.max_step_tokens as u64;
             match o.depths.last() {
                 None => prop_assert!(PROMPT + step > limit),
@@ -83,11 +98,18 @@ proptest! {
                         .candidates
                         .iter()
                         .map(|&id| PROMPT + o.nodes[id as usize].path_tokens as u64)
-                        .min()
-                        .expect("open candidates were pruned");
-                    prop_assert!(cheapest + step > limit);
+                        .min();
+                    match cheapest {
+                        Some(cheapest) => prop_assert!(cheapest + step > limit),
+                        None => {
+                            prop_assert!(o.stats.finished + o.stats.truncated < config.width);
+                            prop_assert!(narrowed(&o, &config), "the limit never narrowed a depth");
+                        }
+                    }
                 }
             }
+        } else if o.end == EndReason::FrontierEmpty {
+            prop_assert!(!narrowed(&o, &config), "a narrowed search ends at the limit");
         }
         prop_assert_eq!(o.trajectories.len(), o.stats.finished);
     }

@@ -36,6 +36,8 @@ pub(super) struct Driver<'a, 't> {
     depths: Vec<DepthRecord>,
     pub(super) stats: SearchStats,
     stop: bool,
+    /// Whether the KV limit made some depth spend less width than remained.
+    kv_narrowed: bool,
     best: Option<String>,
     /// DVTS: budget of each subtree, and whether it has ended.
     pub(super) subtree_budgets: Vec<usize>,
@@ -66,6 +68,7 @@ impl<'a, 't> Driver<'a, 't> {
             depths: Vec::new(),
             stats: SearchStats::default(),
             stop: false,
+            kv_narrowed: false,
             best: None,
             subtree_done: vec![false; subtree_budgets.len()],
             subtree_budgets,
@@ -122,6 +125,7 @@ impl<'a, 't> Driver<'a, 't> {
         // Under a KV limit the root's children must fit beside the prompt; when not even one
         // does, the prompt never enters the KV tree and the search ends at once.
         let root_width = self.kv_width(prompt.len() as u64, self.config.width);
+        self.kv_narrowed |= root_width < self.config.width;
         let root = self.lease.tree().root();
         let kv = match root_width {
             0 => root,
@@ -239,7 +243,9 @@ impl<'a, 't> Driver<'a, 't> {
                         .map(|&i| prompt + self.nodes[i].record.path_tokens as u64)
                         .min()
                         .unwrap_or(prompt);
-                    Some(self.kv_width(cheapest, remaining))
+                    let width = self.kv_width(cheapest, remaining);
+                    self.kv_narrowed |= width < remaining;
+                    Some(width)
                 }
                 _ => None,
             };
@@ -329,6 +335,9 @@ impl<'a, 't> Driver<'a, 't> {
             EndReason::DepthCap
         } else if closed >= self.config.width {
             EndReason::WidthSpent
+        } else if self.kv_narrowed {
+            // The frontier ran out with width unspent because the limit narrowed a depth.
+            EndReason::KvLimit
         } else {
             EndReason::FrontierEmpty
         }

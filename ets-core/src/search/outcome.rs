@@ -180,7 +180,8 @@ impl Trajectory {
 /// 5. [`ShareReached`](EndReason::ShareReached) when `stop_at_share` pruned open nodes because
 ///    one answer held that share of the vote;
 /// 6. [`KvLimit`](EndReason::KvLimit) when `kv_limit` left no room for the cheapest open
-///    candidate's path plus one child (checked before the root's expansion too);
+///    candidate's path plus one child (checked before the root's expansion too), or when the
+///    frontier ran out with width unspent after the limit had narrowed a depth;
 /// 7. [`FrontierEmpty`](EndReason::FrontierEmpty) otherwise.
 ///
 /// [`Deadline`](EndReason::Deadline) is never the driver's: the daemon puts it in place of
@@ -207,11 +208,12 @@ pub enum EndReason {
     /// `min_finished` trajectories finished, so the open nodes were pruned. Unlike
     /// [`Decided`](EndReason::Decided) the full search might have answered otherwise.
     ShareReached,
-    /// The KV limit (`SearchConfig::kv_limit`) ended the search: with width left, not even the
+    /// The KV limit (`SearchConfig::kv_limit`) ended the search with width left: not even the
     /// cheapest open candidate's root path plus one child of `max_step_tokens` fit under it, so
     /// the open nodes were pruned (before the root's expansion: the prompt plus one child did
-    /// not fit, and the search ran no depth). The answer is the vote over the trajectories
-    /// finished so far; the live KV never exceeded the limit.
+    /// not fit, and the search ran no depth); or the limit had narrowed a depth (fewer children
+    /// than the width left) and the frontier then ran out. The answer is the vote over the
+    /// trajectories finished so far; the live KV never exceeded the limit.
     KvLimit,
     /// The observer asked the search to stop (cancel, deadline and shutdown in the daemon all
     /// arrive this way) while work remained: nodes are left [`NodeState::Open`]. A stop that
