@@ -88,7 +88,7 @@ pub use ets_core::protocol::{
     ModelInfo, ModelRole, ModelState, RemoteModelSpec, SolveRequest, StatusReport, StoreModel,
 };
 pub use ets_core::search::{EndReason, SearchEvent, SearchOutcome, SearchStats, Trajectory};
-pub use ets_core::{Method, SamplingConfig, SearchConfig};
+pub use ets_core::{KvCost, Method, SamplingConfig, SearchConfig};
 
 /// The README's example, compiled and checked as a doctest (with and without `cli`).
 #[cfg(doctest)]

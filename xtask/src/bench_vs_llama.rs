@@ -177,7 +177,8 @@ fn llama_rows(bin: &Path, gguf: &Path, threads: usize) -> Result<Vec<f64>> {
     Ok(rows)
 }
 
-fn run_text(cmd: &mut Command) -> Result<String> {
+/// Runs `cmd` to its end; its output, or an error with its stderr when it failed.
+fn run_checked(cmd: &mut Command) -> Result<std::process::Output> {
     eprintln!("running {cmd:?}");
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
@@ -187,22 +188,19 @@ fn run_text(cmd: &mut Command) -> Result<String> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // llama-batched-bench logs its JSONL lines on stderr or stdout depending on the build.
+    Ok(out)
+}
+
+/// Stdout and stderr together: llama-batched-bench logs its JSONL lines on either, by build.
+fn run_text(cmd: &mut Command) -> Result<String> {
+    let out = run_checked(cmd)?;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     Ok(text)
 }
 
 fn run_json(cmd: &mut Command) -> Result<Value> {
-    eprintln!("running {cmd:?}");
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let out = run_checked(cmd)?;
     serde_json::from_slice(&out.stdout).with_context(|| format!("parsing the output of {cmd:?}"))
 }
 

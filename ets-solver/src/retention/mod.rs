@@ -128,13 +128,7 @@ impl BranchAndBound {
             // The only feasible set keeps the lone candidate: the root alone at depth 0, or
             // one child.
             let keep = vec![true];
-            return Ok(Retention {
-                objective: problem.objective(&keep),
-                keep,
-                proven_optimal: true,
-                nodes_explored: 0,
-                lp_solves: 0,
-            });
+            return Ok(without_search(problem, keep, true));
         }
         let Some(capacity) = problem.capacity else {
             return Ok(self.solve_unlimited(problem));
@@ -164,13 +158,7 @@ impl BranchAndBound {
         let n = inst.num_candidates();
         if inst.unit_cost <= 0.0 {
             let keep = vec![true; n];
-            return Retention {
-                objective: problem.objective(&keep),
-                keep,
-                proven_optimal: true,
-                nodes_explored: 0,
-                lp_solves: 0,
-            };
+            return without_search(problem, keep, true);
         }
         if inst.cluster_value == 0.0 || !inst.has_coupled_clusters() {
             // Clusters within one parent are exact groups; with λ_s = 0 the zero multipliers
@@ -181,13 +169,7 @@ impl BranchAndBound {
                 Some(_) => relax.dp.keep,
                 None => unreachable!("a validated problem has a candidate, so a feasible set"),
             };
-            return Retention {
-                objective: problem.objective(&keep),
-                keep,
-                proven_optimal: true,
-                nodes_explored: 0,
-                lp_solves: 0,
-            };
+            return without_search(problem, keep, true);
         }
         self.branch_and_bound(&inst)
     }
@@ -203,26 +185,14 @@ impl BranchAndBound {
             let zero = vec![0.0; inst.num_clusters()];
             if relax.bound(&inst, &vec![Fix::Free; n], &zero).is_some() {
                 let keep = relax.dp.keep;
-                return Retention {
-                    objective: problem.objective(&keep),
-                    keep,
-                    proven_optimal: true,
-                    nodes_explored: 0,
-                    lp_solves: 0,
-                };
+                return without_search(problem, keep, true);
             }
             assert!(relax.aborted, "a validated capacity admits a kept set");
             // Out of work: the best single path that fits, improved locally.
             let mut local = LocalSearch::best_single(&inst);
             local.improve(&inst, 4 * n + 16);
             let keep = local.keep().to_vec();
-            return Retention {
-                objective: problem.objective(&keep),
-                keep,
-                proven_optimal: false,
-                nodes_explored: 0,
-                lp_solves: 0,
-            };
+            return without_search(problem, keep, false);
         }
         self.branch_and_bound(&inst)
     }
@@ -254,5 +224,16 @@ impl RetentionSolver for BranchAndBound {
             Ok(retention) => retention,
             Err(e) => panic!("invalid retention problem (validate before solving): {e}"),
         }
+    }
+}
+
+/// The answer of a solve that needed no branch-and-bound (no node bounded, no LP).
+fn without_search(problem: &RetentionProblem, keep: Vec<bool>, proven_optimal: bool) -> Retention {
+    Retention {
+        objective: problem.objective(&keep),
+        keep,
+        proven_optimal,
+        nodes_explored: 0,
+        lp_solves: 0,
     }
 }
