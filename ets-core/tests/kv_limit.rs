@@ -80,11 +80,20 @@ proptest! {
         for d in &o.depths {
             prop_assert!(d.union_tokens <= limit);
             prop_assert!(d.kept_tokens <= limit);
-            // The width spent at a depth fits beside the kept paths.
+            // The width spent at a depth fits beside the kept paths, each child given the most
+            // it may grow: a step, or what its parent's trajectory has left of its token cap.
             let next = o.depths.iter().find(|n| n.depth == d.depth + 1);
             if let Some(next) = next {
-                let room = next.children_created as u64 * config.max_step_tokens as u64;
-                prop_assert!(d.kept_tokens + room <= limit);
+                let step = |id: &u64| {
+                    let left = config.max_total_tokens - o.nodes[*id as usize].path_tokens;
+                    config.max_step_tokens.min(left) as u64
+                };
+                let room = d.kept.iter().map(step).max().unwrap_or(0);
+                prop_assert!(d.kept_tokens + next.children_created as u64 * room <= limit);
+                // And no child grew past that room.
+                for child in o.nodes.iter().filter(|c| c.depth == next.depth) {
+                    prop_assert!(child.tokens as u64 <= room);
+                }
             }
         }
         if o.end == EndReason::KvLimit {

@@ -124,7 +124,7 @@ impl<'a, 't> Driver<'a, 't> {
             .map_err(Self::backend_error(BackendKind::Policy, 0))?;
         // Under a KV limit the root's children must fit beside the prompt; when not even one
         // does, the prompt never enters the KV tree and the search ends at once.
-        let root_width = self.kv_width(prompt.len() as u64, self.config.width);
+        let root_width = self.kv_width(prompt.len() as u64, self.child_room(0), self.config.width);
         self.kv_narrowed |= root_width < self.config.width;
         let root = self.lease.tree().root();
         let kv = match root_width {
@@ -232,18 +232,17 @@ impl<'a, 't> Driver<'a, 't> {
                 && width_based
                 && !decided
                 && self.share_reached(&vote);
-            // Under a KV limit: the width this depth may spend, so that the kept paths plus one
-            // step of `max_step_tokens` per child fit (0: not even the cheapest path and one
-            // child do).
+            // Under a KV limit: the width this depth may spend, so that the kept paths plus the
+            // most one child of any open candidate may grow (`room`) per child fit (0: not even
+            // the cheapest path and one child do).
+            let mut room = self.config.max_step_tokens as u64;
             let kv_width = match self.config.kv_limit {
                 Some(_) if !open.is_empty() && !self.stop => {
                     let prompt = self.nodes[0].record.tokens as u64;
-                    let cheapest = open
-                        .iter()
-                        .map(|&i| prompt + self.nodes[i].record.path_tokens as u64)
-                        .min()
-                        .unwrap_or(prompt);
-                    let width = self.kv_width(cheapest, remaining);
+                    let paths = open.iter().map(|&i| self.nodes[i].record.path_tokens);
+                    let cheapest = prompt + paths.clone().min().unwrap_or(0) as u64;
+                    room = paths.map(|p| self.child_room(p)).max().unwrap_or(room);
+                    let width = self.kv_width(cheapest, room, remaining);
                     self.kv_narrowed |= width < remaining;
                     Some(width)
                 }
@@ -263,7 +262,7 @@ impl<'a, 't> Driver<'a, 't> {
                 let capacity = self
                     .config
                     .kv_limit
-                    .map(|limit| limit - width as u64 * self.config.max_step_tokens as u64);
+                    .map(|limit| limit - width as u64 * room);
                 let next = selection::select(
                     &mut self,
                     depth,
@@ -344,16 +343,23 @@ impl<'a, 't> Driver<'a, 't> {
     }
 
     /// The width a depth may spend under `kv_limit` when its cheapest candidate's root path
-    /// holds `cheapest` tokens: the most children, at most `width`, that fit beside that path
-    /// at `max_step_tokens` each (0 when not one does). Without a limit, `width`.
-    fn kv_width(&self, cheapest: u64, width: usize) -> usize {
+    /// holds `cheapest` tokens and a child may grow by `room` tokens: the most children, at
+    /// most `width`, that fit beside that path (0 when not one does). Without a limit, `width`.
+    fn kv_width(&self, cheapest: u64, room: u64, width: usize) -> usize {
         match self.config.kv_limit {
             None => width,
             Some(limit) => {
-                let room = limit.saturating_sub(cheapest) / self.config.max_step_tokens as u64;
-                room.min(width as u64) as usize
+                let children = limit.saturating_sub(cheapest) / room.max(1);
+                children.min(width as u64) as usize
             }
         }
+    }
+
+    /// The most tokens a child of a node whose path generated `path_tokens` may hold: one
+    /// step, or what is left of the trajectory's token cap (the `max_tokens` its request gets).
+    fn child_room(&self, path_tokens: usize) -> u64 {
+        let left = self.config.max_total_tokens.saturating_sub(path_tokens);
+        self.config.max_step_tokens.min(left).max(1) as u64
     }
 
     /// Tells the backends which nodes the next depth expands, so they can free cached state

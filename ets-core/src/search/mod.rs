@@ -15,8 +15,11 @@
 //! tokens of the union of the root paths of every node it holds (what the caller's [`KvTree`]
 //! counts as live, the prompt included), never exceeds `L`. Enforcement, per depth:
 //! - The driver picks the depth's width `w = min(W_rem, ⌊(L − p_min)/s⌋)`, where `W_rem` is
-//!   the width left, `p_min` the tokens of the cheapest open candidate's root path and
-//!   `s = max_step_tokens`: the full width whenever it fits, fewer children otherwise. If
+//!   the width left, `p_min` the tokens of the cheapest open candidate's root path and `s` the
+//!   most tokens a child of any open candidate may get: `max_step_tokens`, or less when every
+//!   open path is within a step of `max_total_tokens` (a child's request asks for
+//!   `min(max_step_tokens, max_total_tokens − generated)`): the full width whenever it fits,
+//!   fewer children otherwise. If
 //!   `w = 0` (not even that path and one child fit) the open nodes are pruned and the search
 //!   ends with [`EndReason::KvLimit`], keeping its finished trajectories. Before the root's
 //!   expansion `p_min` is the prompt; if the prompt and one child do not fit, the prompt never
