@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ets_core::retention::BruteForceRetention;
 use ets_core::select::rebase::allocate;
-use ets_core::{KvCost, RetentionError, RetentionProblem, RetentionSolver};
+use ets_core::{KvCost, Retention, RetentionError, RetentionProblem, RetentionSolver};
 use ets_solver::retention::BranchAndBound;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -129,15 +129,7 @@ fn check_against_brute_force(solver: BranchAndBound) -> (usize, usize) {
         let p = random_problem(&mut rng);
         let bf = BruteForceRetention.solve(&p);
         let bb = solver.solve(&p);
-        assert!(bb.proven_optimal, "case {case}: {p:?}");
-        assert!(
-            (bb.objective - bf.objective).abs() <= 1e-9,
-            "case {case}: {} vs {}: {p:?}",
-            bb.objective,
-            bf.objective
-        );
-        assert_eq!(bb.keep, bf.keep, "case {case}: tie sets differ: {p:?}");
-        assert_eq!(bb.objective, p.objective(&bb.keep), "case {case}");
+        assert_same_as_brute_force(&p, &bb, &bf, case);
         branched += usize::from(bb.nodes_explored > 0);
         lp_solves += bb.lp_solves;
     }
@@ -310,15 +302,7 @@ fn check_tokens_against_brute_force(
         p.validate().unwrap();
         let bf = BruteForceRetention.solve(&p);
         let bb = solver.solve(&p);
-        assert!(bb.proven_optimal, "case {case}: {p:?}");
-        assert!(
-            (bb.objective - bf.objective).abs() <= 1e-9,
-            "case {case}: {} vs {}: {p:?}",
-            bb.objective,
-            bf.objective
-        );
-        assert_eq!(bb.keep, bf.keep, "case {case}: tie sets differ: {p:?}");
-        assert_eq!(bb.objective, p.objective(&bb.keep), "case {case}");
+        assert_same_as_brute_force(&p, &bb, &bf, case);
         let free = RetentionProblem {
             capacity: None,
             ..p.clone()
@@ -482,4 +466,18 @@ fn a_work_limited_capacity_solve_returns_a_set_that_fits_unproven() {
         seen += usize::from(!got.proven_optimal);
     }
     assert!(seen >= 30, "{seen} solves stopped by the work limit");
+}
+
+/// The exact solver's answer is brute force's: proven, the same objective and kept set (ties
+/// included), and its objective is the problem's value of that set.
+fn assert_same_as_brute_force(p: &RetentionProblem, bb: &Retention, bf: &Retention, case: usize) {
+    assert!(bb.proven_optimal, "case {case}: {p:?}");
+    assert!(
+        (bb.objective - bf.objective).abs() <= 1e-9,
+        "case {case}: {} vs {}: {p:?}",
+        bb.objective,
+        bf.objective
+    );
+    assert_eq!(bb.keep, bf.keep, "case {case}: tie sets differ: {p:?}");
+    assert_eq!(bb.objective, p.objective(&bb.keep), "case {case}");
 }

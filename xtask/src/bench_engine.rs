@@ -104,21 +104,9 @@ fn measure_speeds(policy: &mut dyn Policy, context: &[u32]) -> Result<Speeds> {
         ..SamplingConfig::default()
     };
     let sample = SamplingConfig::default();
-    let mut timed =
-        |children: usize, max_tokens: usize, sampling: &SamplingConfig| -> Result<(f64, usize)> {
-            let req = ExpandRequest {
-                context,
-                num_children: children,
-                max_tokens,
-                seed: 5,
-                sampling,
-                step_delimiter: NEVER,
-            };
-            let t = Instant::now();
-            let out = policy.expand(&[req]).map_err(|e| anyhow!("{e}"))?;
-            let tokens = out[0].iter().map(|c| c.token_ids.len()).sum();
-            Ok((t.elapsed().as_secs_f64(), tokens))
-        };
+    let mut timed = |children: usize, max_tokens: usize, sampling: &SamplingConfig| {
+        timed_expand(policy, context, children, max_tokens, sampling)
+    };
     timed(1, 1, &greedy)?; // warm-up
     let best = |xs: Vec<f64>| xs.into_iter().fold(f64::INFINITY, f64::min);
     let prefill_1 = best(
@@ -134,6 +122,29 @@ fn measure_speeds(policy: &mut dyn Policy, context: &[u32]) -> Result<Speeds> {
         decode_1: n1.saturating_sub(1) as f64 / (t1 - prefill_1).max(1e-9),
         decode_16: n16.saturating_sub(16) as f64 / (t16 - prefill_16).max(1e-9),
     })
+}
+
+/// One expansion of `context` into `children` children of up to `max_tokens` tokens each, run
+/// to the cap (the delimiter never appears): its seconds and the tokens generated.
+pub(crate) fn timed_expand(
+    policy: &mut dyn Policy,
+    context: &[u32],
+    children: usize,
+    max_tokens: usize,
+    sampling: &SamplingConfig,
+) -> Result<(f64, usize)> {
+    let req = ExpandRequest {
+        context,
+        num_children: children,
+        max_tokens,
+        seed: 5,
+        sampling,
+        step_delimiter: NEVER,
+    };
+    let t = Instant::now();
+    let out = policy.expand(&[req]).map_err(|e| anyhow!("{e}"))?;
+    let tokens = out[0].iter().map(|c| c.token_ids.len()).sum();
+    Ok((t.elapsed().as_secs_f64(), tokens))
 }
 
 const PROBLEM: &str =

@@ -20,15 +20,15 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ets_core::{ExpandRequest, Policy, SamplingConfig};
+use ets_core::SamplingConfig;
 use ets_engine::native::{NativeEngine, NativePolicy, NativePolicyOptions, WeightMode};
 use ets_engine::store::{Store, SMOLLM2_135M};
 use ets_engine::ModelFiles;
 use serde_json::Value;
 
+use crate::bench_engine::timed_expand;
 use crate::llama_cpp;
 
 /// Prompt tokens of every measurement.
@@ -37,8 +37,6 @@ const PROMPT: usize = 256;
 const GENERATE: usize = 64;
 /// Sequence counts of the batched rows.
 const BATCHES: [usize; 2] = [16, 64];
-/// A delimiter the model never writes, so every child runs to its cap.
-const NEVER: &str = "\u{1}\u{2}\u{3}";
 
 /// One table row: what was measured, llama.cpp's tok/s and the native engine's.
 struct Row {
@@ -227,21 +225,9 @@ fn native_rows(gguf: &Path) -> Result<Vec<f64>> {
         ..SamplingConfig::default()
     };
     let sample = SamplingConfig::default();
-    let mut timed =
-        |children: usize, tokens: usize, sampling: &SamplingConfig| -> Result<(f64, usize)> {
-            let request = ExpandRequest {
-                context: &prompt,
-                num_children: children,
-                max_tokens: tokens,
-                seed: 5,
-                sampling,
-                step_delimiter: NEVER,
-            };
-            let started = Instant::now();
-            let out = policy.expand(&[request]).map_err(|e| anyhow!("{e}"))?;
-            let generated = out[0].iter().map(|c| c.token_ids.len()).sum();
-            Ok((started.elapsed().as_secs_f64(), generated))
-        };
+    let mut timed = |children: usize, tokens: usize, sampling: &SamplingConfig| {
+        timed_expand(&mut policy, &prompt, children, tokens, sampling)
+    };
     timed(1, 1, &greedy)?; // warm-up
     let prefill_time = (0..3)
         .map(|_| timed(1, 1, &greedy).map(|x| x.0))
