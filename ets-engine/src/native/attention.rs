@@ -15,13 +15,21 @@
 //! With one shift and token order, a row's output is bit-identical however its context is split
 //! into segments, so a branch decoded through shared segments equals the same tokens
 //! prefilled from scratch.
+//!
+//! Work is split into row chunks of about equal context (a causal prefill's last rows see the
+//! whole prompt, its first rows almost nothing), a few per thread. Within a chunk, each
+//! segment is widened from its stored precision to f32 a block of tokens at a time and used
+//! by every row of the chunk that sees those tokens, and the arithmetic runs on those blocks
+//! in [`super::attention_math`] (all query heads of a key/value head at once, eight lanes per
+//! vector).
 
 use rayon::prelude::*;
 
+use super::attention_math as math;
 use super::kv::KvElem;
 
 /// K and V of one segment, token-major (`[tokens, kv_heads, head_dim]`), in the model's
-/// stored precision `T` (widened to f32 one head row at a time).
+/// stored precision `T` (widened to f32 a block of tokens at a time).
 pub(crate) struct KvSlice<'a, T> {
     pub k: &'a [T],
     pub v: &'a [T],
@@ -56,6 +64,14 @@ struct Use {
     offset: usize,
 }
 
+/// Tokens of a segment widened to f32 at a time, then used by every row of a chunk that sees
+/// them (a prompt shared by all rows is widened once per chunk, not once per row).
+const TOKEN_BLOCK: usize = 16;
+
+/// Row chunks per thread: a few, so that rows of unequal context (a causal prefill's first
+/// and last rows differ by the whole prompt) even out.
+const CHUNKS_PER_THREAD: usize = 4;
+
 /// Attention output `[rows, heads, head_dim]` for queries `q` (same layout, RoPE applied).
 pub(crate) fn tree_attention<T: KvElem>(
     q: &[f32],
@@ -63,12 +79,7 @@ pub(crate) fn tree_attention<T: KvElem>(
     slices: &[KvSlice<'_, T>],
     parts: &RowParts,
 ) -> Vec<f32> {
-    let Heads {
-        heads,
-        kv_heads,
-        head_dim: hd,
-    } = shape;
-    let width = heads * hd;
+    let width = shape.heads * shape.head_dim;
     let rows = parts.len();
     let mut out = vec![0f32; rows * width];
     if rows == 0 {
@@ -81,127 +92,198 @@ pub(crate) fn tree_attention<T: KvElem>(
         );
     }
     let threads = rayon::current_num_threads().max(1);
-    let chunk_rows = rows.div_ceil(threads);
-    out.par_chunks_mut(chunk_rows * width)
-        .enumerate()
-        .for_each(|(chunk, out)| {
-            let first = chunk * chunk_rows;
-            let last = (first + chunk_rows).min(rows);
-            let n = last - first;
-            // Users of each slice among this chunk's rows, and each row's score buffer.
-            let mut users: Vec<Vec<Use>> = (0..slices.len()).map(|_| Vec::new()).collect();
-            let mut score_start = Vec::with_capacity(n + 1);
-            let mut total = 0;
-            for (row, row_parts) in parts.iter().enumerate().take(last).skip(first) {
-                score_start.push(total);
-                let mut offset = 0;
-                for &(s, visible) in row_parts {
-                    if visible > 0 {
-                        users[s].push(Use {
-                            row,
-                            visible,
-                            offset,
-                        });
-                        offset += visible;
-                    }
-                }
-                total += offset * heads;
-            }
-            let mut scores = vec![0f32; total];
-            let row_len = |local: usize| {
-                (score_start.get(local + 1).copied().unwrap_or(total) - score_start[local]) / heads
-            };
-            let scale = 1.0 / (hd as f32).sqrt();
-            let group = heads / kv_heads;
-            // One key or value head row, widened to f32.
-            let mut wide = vec![0f32; hd];
-            // Pass 1: scores, segment by segment.
-            for (s, users) in users.iter().enumerate() {
-                let slice = slices[s];
-                for u in users {
-                    let local = u.row - first;
-                    let len = row_len(local);
-                    for t in 0..u.visible {
-                        for g in 0..kv_heads {
-                            T::widen(&slice.k[(t * kv_heads + g) * hd..][..hd], &mut wide);
-                            for h in g * group..(g + 1) * group {
-                                let qh = &q[u.row * width + h * hd..][..hd];
-                                let at = score_start[local] + h * len + u.offset + t;
-                                scores[at] = dot(qh, &wide) * scale;
-                            }
-                        }
-                    }
-                }
-            }
-            // The shift of each (row, head): its maximum over every segment.
-            let mut max = vec![f32::NEG_INFINITY; n * heads];
-            for local in 0..n {
-                let len = row_len(local);
-                for h in 0..heads {
-                    let start = score_start[local] + h * len;
-                    max[local * heads + h] = scores[start..start + len]
-                        .iter()
-                        .copied()
-                        .fold(f32::NEG_INFINITY, f32::max);
-                }
-            }
-            // Pass 2: weights and values, segment by segment (token order within each row).
-            let mut sum = vec![0f32; n * heads];
-            for (s, users) in users.iter().enumerate() {
-                let slice = slices[s];
-                for u in users {
-                    let local = u.row - first;
-                    let len = row_len(local);
-                    for t in 0..u.visible {
-                        for g in 0..kv_heads {
-                            T::widen(&slice.v[(t * kv_heads + g) * hd..][..hd], &mut wide);
-                            for h in g * group..(g + 1) * group {
-                                let i = local * heads + h;
-                                let at = score_start[local] + h * len + u.offset + t;
-                                let p = (scores[at] - max[i]).exp();
-                                sum[i] += p;
-                                axpy(p, &wide, &mut out[local * width + h * hd..][..hd]);
-                            }
-                        }
-                    }
-                }
-            }
-            for (i, acc) in out.chunks_exact_mut(hd).enumerate().take(n * heads) {
-                let inv = 1.0 / sum[i];
-                acc.iter_mut().for_each(|a| *a *= inv);
-            }
-        });
+    let bounds = balanced_chunks(parts, threads * CHUNKS_PER_THREAD);
+    let mut chunks = Vec::with_capacity(bounds.len());
+    let mut rest = &mut out[..];
+    for &(first, last) in &bounds {
+        let (chunk, tail) = rest.split_at_mut((last - first) * width);
+        chunks.push((first, chunk));
+        rest = tail;
+    }
+    chunks.into_par_iter().for_each(|(first, out)| {
+        attend_rows(
+            q,
+            shape,
+            slices,
+            &parts[first..first + out.len() / width],
+            first,
+            out,
+        )
+    });
     out
 }
 
-/// Dot product in eight lanes (vectorizes).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
+/// Contiguous row ranges of about equal work (visible tokens), at most `max_chunks` of them.
+fn balanced_chunks(parts: &RowParts, max_chunks: usize) -> Vec<(usize, usize)> {
+    let cost = |row: &Vec<(usize, usize)>| 1 + row.iter().map(|&(_, v)| v).sum::<usize>();
+    let total: usize = parts.iter().map(cost).sum();
+    let target = total.div_ceil(max_chunks.max(1));
+    let mut bounds = Vec::new();
+    let (mut first, mut acc) = (0, 0);
+    for (i, row) in parts.iter().enumerate() {
+        acc += cost(row);
+        if acc >= target {
+            bounds.push((first, i + 1));
+            (first, acc) = (i + 1, 0);
         }
     }
-    lanes.iter().sum::<f32>() + tail
+    if first < parts.len() {
+        bounds.push((first, parts.len()));
+    }
+    bounds
 }
 
-/// `acc += p * v`.
-fn axpy(p: f32, v: &[f32], acc: &mut [f32]) {
-    for (a, x) in acc.iter_mut().zip(v) {
-        *a += p * x;
+/// Attention of rows `first..first + parts.len()` into `out` (their `[rows, heads, head_dim]`).
+fn attend_rows<T: KvElem>(
+    q: &[f32],
+    shape: Heads,
+    slices: &[KvSlice<'_, T>],
+    parts: &[Vec<(usize, usize)>],
+    first: usize,
+    out: &mut [f32],
+) {
+    let Heads {
+        heads,
+        kv_heads,
+        head_dim: hd,
+    } = shape;
+    let width = heads * hd;
+    let n = parts.len();
+    // Users of each slice among these rows, and each row's score buffer.
+    let mut users: Vec<Vec<Use>> = (0..slices.len()).map(|_| Vec::new()).collect();
+    let mut score_start = Vec::with_capacity(n + 1);
+    let mut total = 0;
+    for (local, row_parts) in parts.iter().enumerate() {
+        score_start.push(total);
+        let mut offset = 0;
+        for &(s, visible) in row_parts {
+            if visible > 0 {
+                users[s].push(Use {
+                    row: first + local,
+                    visible,
+                    offset,
+                });
+                offset += visible;
+            }
+        }
+        total += offset * heads;
+    }
+    score_start.push(total);
+    let mut scores = vec![0f32; total];
+    let row_len = |local: usize| (score_start[local + 1] - score_start[local]) / heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let group = heads / kv_heads;
+    let token_width = kv_heads * hd;
+    // A block of key or value tokens widened to f32: keys transposed (`[kv head][dim][token]`,
+    // so eight tokens' scores come out of one vector), values as stored.
+    let mut wide = vec![0f32; TOKEN_BLOCK * token_width];
+    let mut stored = vec![0f32; TOKEN_BLOCK * token_width];
+    // Pass 1: scores, segment by segment, a block of tokens at a time.
+    for (s, users) in users.iter().enumerate() {
+        let keys = slices[s].k;
+        for_blocks(users, |t0, t1| {
+            let stored = &mut stored[..(t1 - t0) * token_width];
+            T::widen(&keys[t0 * token_width..t1 * token_width], stored);
+            math::transpose_block(stored, kv_heads, hd, TOKEN_BLOCK, &mut wide);
+            for u in users.iter().filter(|u| u.visible > t0) {
+                let local = u.row - first;
+                let len = row_len(local);
+                let seen = u.visible.min(t1) - t0;
+                for g in 0..kv_heads {
+                    let h = g * group;
+                    let at = score_start[local] + h * len + u.offset + t0;
+                    math::group_scores(
+                        &q[u.row * width + h * hd..][..group * hd],
+                        group,
+                        &wide[g * hd * TOKEN_BLOCK..][..hd * TOKEN_BLOCK],
+                        TOKEN_BLOCK,
+                        scale,
+                        seen,
+                        &mut scores[at..],
+                        len,
+                    );
+                }
+            }
+        });
+    }
+    // Softmax weights, unnormalised: `exp(score − max)` over all of a (row, head)'s scores
+    // (laid out in token order, whatever the segments), and their sum.
+    let mut sum = vec![0f32; n * heads];
+    for local in 0..n {
+        let len = row_len(local);
+        for h in 0..heads {
+            let start = score_start[local] + h * len;
+            sum[local * heads + h] = math::exp_shifted_in_place(&mut scores[start..start + len]);
+        }
+    }
+    // Pass 2: weighted values, segment by segment (token order within each row).
+    for (s, users) in users.iter().enumerate() {
+        let values = slices[s].v;
+        for_blocks(users, |t0, t1| {
+            let wide = &mut wide[..(t1 - t0) * token_width];
+            T::widen(&values[t0 * token_width..t1 * token_width], wide);
+            for u in users.iter().filter(|u| u.visible > t0) {
+                let local = u.row - first;
+                let len = row_len(local);
+                let seen = u.visible.min(t1) - t0;
+                for g in 0..kv_heads {
+                    let h = g * group;
+                    let at = score_start[local] + h * len + u.offset + t0;
+                    math::group_add_weighted(
+                        &scores[at..],
+                        len,
+                        seen,
+                        group,
+                        &wide[g * hd..],
+                        token_width,
+                        &mut out[local * width + h * hd..][..group * hd],
+                    );
+                }
+            }
+        });
+    }
+    for (i, acc) in out.chunks_exact_mut(hd).enumerate().take(n * heads) {
+        let inv = 1.0 / sum[i];
+        acc.iter_mut().for_each(|a| *a *= inv);
+    }
+}
+
+/// Calls `f(t0, t1)` for the token blocks `[t0, t1)` that cover the most any user sees.
+fn for_blocks(users: &[Use], mut f: impl FnMut(usize, usize)) {
+    let seen = users.iter().map(|u| u.visible).max().unwrap_or(0);
+    for t0 in (0..seen).step_by(TOKEN_BLOCK) {
+        f(t0, (t0 + TOKEN_BLOCK).min(seen));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Dot product in eight lanes (vectorizes).
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut lanes = [0f32; 8];
+        let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail: f32 = a8
+            .remainder()
+            .iter()
+            .zip(b8.remainder())
+            .map(|(x, y)| x * y)
+            .sum();
+        for (x, y) in a8.zip(b8) {
+            for i in 0..8 {
+                lanes[i] += x[i] * y[i];
+            }
+        }
+        lanes.iter().sum::<f32>() + tail
+    }
+
+    /// `acc += p * v`.
+    fn axpy(p: f32, v: &[f32], acc: &mut [f32]) {
+        for (a, x) in acc.iter_mut().zip(v) {
+            *a += p * x;
+        }
+    }
 
     /// Plain softmax attention of one query head over concatenated keys.
     fn reference(q: &[f32], k: &[Vec<f32>], v: &[Vec<f32>]) -> Vec<f32> {
@@ -281,5 +363,51 @@ mod tests {
         }];
         let single = tree_attention(&q, shape, &one, &vec![vec![(0, 5)], vec![(0, 4)]]);
         assert_eq!(out, single);
+    }
+
+    /// `tree_attention` alone on SmolLM2-135M's heads (9 over 3, 64 dims, f16 K/V): a causal
+    /// prefill of 291 tokens, and 16 rows sharing that prompt plus 32 own tokens each.
+    #[test]
+    #[ignore = "timing; run in release"]
+    fn bench_attention() {
+        use half::f16;
+        let shape = Heads {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+        };
+        let kv = |tokens: usize, seed: u32| -> Vec<f16> {
+            pseudo(tokens * 3 * 64, seed)
+                .into_iter()
+                .map(|x| f16::from_f32(x / 4.0))
+                .collect()
+        };
+        let prompt = (kv(291, 1), kv(291, 2));
+        let own: Vec<(Vec<f16>, Vec<f16>)> =
+            (0..16).map(|i| (kv(33, 10 + i), kv(33, 40 + i))).collect();
+        let mut slices = vec![KvSlice {
+            k: &prompt.0[..],
+            v: &prompt.1[..],
+        }];
+        slices.extend(own.iter().map(|(k, v)| KvSlice {
+            k: &k[..],
+            v: &v[..],
+        }));
+        let prefill: RowParts = (0..291).map(|r| vec![(0, r + 1)]).collect();
+        let decode: RowParts = (0..16).map(|i| vec![(0, 291), (1 + i, 33)]).collect();
+        for (name, parts) in [("prefill 291", &prefill), ("decode 16 rows", &decode)] {
+            let q = pseudo(parts.len() * 9 * 64, 7);
+            let mut best = f64::INFINITY;
+            let reps: usize = std::env::var("ETS_BENCH_REPS")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(30);
+            for _ in 0..reps {
+                let t = std::time::Instant::now();
+                std::hint::black_box(tree_attention(&q, shape, &slices, parts));
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            eprintln!("{name}: {:.3} ms per layer", best * 1e3);
+        }
     }
 }

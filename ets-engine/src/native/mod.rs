@@ -23,6 +23,7 @@
 //! sequence only ever appends to its own [`PendingKv`].
 
 mod attention;
+mod attention_math;
 mod embed;
 mod engine;
 mod kernels;

@@ -2,14 +2,16 @@
 //! activation rows, one 8-lane f32 accumulator per output held in registers over the whole
 //! `k`.
 //!
-//! Per 32-value block, each weight row is loaded once and made unsigned once (`|w|`), each
-//! activation row is loaded once, and each (weight row, activation row) pair costs
-//! `sign` (`x` takes `w`'s sign) → `maddubs` (u8·i8 pairs → i16) → `madd` (i16 pairs → i32)
-//! → `cvt` (→ f32) → `fmadd` by `dw·dx`. candle's `vec_dot` does the same arithmetic per pair
-//! but reloads and re-converts both blocks and scales, and sums its lanes, for every pair.
+//! Per 32-value block and activation row, `x` and `|x|` are held in registers while the tile's
+//! weight rows stream from L1; each (weight row, activation row) pair costs `sign` (`w` takes
+//! `x`'s sign) → `maddubs` (u8·i8 pairs → i16) → `madd` (i16 pairs → i32) → `cvt` (→ f32) →
+//! `fmadd` by `dw·dx` (the tile's scale products computed once per block). Only the
+//! accumulators live across blocks: AVX2 has 16 vector registers, and a first version that
+//! also held the weight rows spilled accumulators to the stack on every block.
 //!
-//! Lane by lane this is candle's `vec_dot_q8_0_q8_0` (same operands, same order, same final
-//! horizontal sum), so results are bit-identical to candle's `QMatMul`.
+//! Lane by lane this is candle's `vec_dot_q8_0_q8_0` (the same 32 integer products summed in
+//! the same pairs, the same FMA per block, the same final horizontal sum), so results are
+//! bit-identical to candle's `QMatMul`.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -17,7 +19,7 @@ use std::ops::Range;
 use super::q8_gemm::{PackedQ8, QuantizedRows, GROUP, QK};
 
 /// Activation rows per tile.
-pub(crate) const TILE_C: usize = 3;
+pub(crate) const TILE_C: usize = 2;
 
 /// Runs weight groups `range` against all activation rows of `xq`, writing `out[c * n + j]`.
 ///
@@ -48,7 +50,7 @@ pub(super) unsafe fn run_groups(
             match cols {
                 1 => tile::<1>(&t),
                 2 => tile::<2>(&t),
-                3 => tile::<3>(&t),
+
                 _ => tile::<TILE_C>(&t),
             }
             c += cols;
@@ -73,6 +75,17 @@ struct Tile {
 }
 
 /// `GROUP` weight rows × `C` activation rows.
+///
+/// Written so that only the `GROUP × C` accumulators stay in registers across blocks (AVX2 has
+/// 16): per block and activation row, `x` and `|x|` are held while the group's weight rows
+/// stream from L1, and the `GROUP × C` scale products are computed once per block into a small
+/// array that each FMA broadcasts from. A first version that also held the four weight rows and
+/// their absolute values spilled every accumulator to the stack on each block.
+///
+/// The integer dot is `maddubs(|x|, sign(w, x))`, candle's `maddubs(|w|, sign(x, w))` with the
+/// operands' roles swapped: the same 32 products `w·x`, summed in the same pairs, so the same
+/// i16 and i32 values (no pair can saturate: quants are within ±127, see
+/// [`super::q8_gemm::PackedQ8`]).
 // The accumulator tile is indexed [weight row][activation row] on purpose: registers, not an
 // iterator's borrows, are what this loop must keep.
 #[allow(clippy::needless_range_loop)]
@@ -80,22 +93,23 @@ struct Tile {
 unsafe fn tile<const C: usize>(t: &Tile) {
     let mut acc = [[_mm256_setzero_ps(); C]; GROUP];
     let ones = _mm256_set1_epi16(1);
+    // scale[c][r] = dw[r] · dx[c] for the current block.
+    let mut scale = [[0f32; GROUP]; C];
     for b in 0..t.kb {
         let wq = t.wq.add(b * GROUP * QK);
-        let wd = t.wd.add(b * GROUP);
-        let mut w = [_mm256_setzero_si256(); GROUP];
-        let mut wabs = [_mm256_setzero_si256(); GROUP];
-        for r in 0..GROUP {
-            w[r] = _mm256_loadu_si256(wq.add(r * QK) as *const __m256i);
-            wabs[r] = _mm256_sign_epi8(w[r], w[r]);
+        let dw = _mm_loadu_ps(t.wd.add(b * GROUP));
+        for c in 0..C {
+            let dx = _mm_set1_ps(*t.xd.add(c * t.kb + b));
+            _mm_storeu_ps(scale[c].as_mut_ptr(), _mm_mul_ps(dw, dx));
         }
         for c in 0..C {
             let x = _mm256_loadu_si256(t.xq.add((c * t.kb + b) * QK) as *const __m256i);
-            let dx = *t.xd.add(c * t.kb + b);
+            let xabs = _mm256_sign_epi8(x, x);
             for r in 0..GROUP {
-                let sx = _mm256_sign_epi8(x, w[r]);
-                let dot = _mm256_madd_epi16(ones, _mm256_maddubs_epi16(wabs[r], sx));
-                let d = _mm256_set1_ps(*wd.add(r) * dx);
+                let w = load_each_time(wq.add(r * QK));
+                let sw = _mm256_sign_epi8(w, x);
+                let dot = _mm256_madd_epi16(ones, _mm256_maddubs_epi16(xabs, sw));
+                let d = _mm256_set1_ps(std::ptr::read_volatile(&scale[c][r]));
                 acc[r][c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[r][c]);
             }
         }
@@ -105,6 +119,21 @@ unsafe fn tile<const C: usize>(t: &Tile) {
             *t.out.add(c * t.n + r) = hsum(a);
         }
     }
+}
+
+/// An unaligned 32-byte load the compiler must emit where it stands: plain loads of the weight
+/// rows get hoisted out of the activation-row loop and held in registers, which spills the
+/// accumulators.
+#[inline(always)]
+unsafe fn load_each_time(p: *const i8) -> __m256i {
+    let v: __m256i;
+    std::arch::asm!(
+        "vmovdqu {v}, ymmword ptr [{p}]",
+        p = in(reg) p,
+        v = out(ymm_reg) v,
+        options(readonly, nostack, preserves_flags),
+    );
+    v
 }
 
 /// The sum of 8 lanes, in candle's order.

@@ -123,3 +123,60 @@ fn bench_engine() {
     }
     std::env::remove_var("ETS_Q8_KERNEL");
 }
+
+/// One measurement repeated, for a profiler: `ETS_BENCH_SHAPE` = `prefill` (default),
+/// `decode1` or `decode16` (64 tokens from 1 or 16 sequences after the prompt), run
+/// `ETS_BENCH_REPS` times (default 20); prints the best rate.
+#[test]
+#[ignore = "timing; run in release"]
+fn bench_one_shape() {
+    let engine = Arc::new(NativeEngine::load(&smollm2(), WeightMode::Quantized).unwrap());
+    let options = NativePolicyOptions {
+        max_cached_bytes: 0,
+        ..NativePolicyOptions::default()
+    };
+    let mut policy = NativePolicy::new(engine, options);
+    let problem =
+        "Natalia sold clips to 48 of her friends in April, and then she sold half as many \
+                   clips in May. How many clips did Natalia sell altogether in April and May? "
+            .repeat(6);
+    let context = policy.encode_problem(&problem).unwrap();
+    let shape = std::env::var("ETS_BENCH_SHAPE").unwrap_or_else(|_| "prefill".into());
+    let (children, max_tokens) = match shape.as_str() {
+        "decode1" => (1, 64),
+        "decode16" => (16, 64),
+        _ => (1, 1),
+    };
+    let sampling = SamplingConfig {
+        temperature: if children == 1 { 0.0 } else { 1.0 },
+        ..SamplingConfig::default()
+    };
+    let reps: usize = std::env::var("ETS_BENCH_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let mut best = 0f64;
+    for _ in 0..reps {
+        let req = ExpandRequest {
+            context: &context,
+            num_children: children,
+            max_tokens,
+            seed: 5,
+            sampling: &sampling,
+            step_delimiter: "\u{1}\u{2}\u{3}",
+        };
+        let t = Instant::now();
+        let out = policy.expand(&[req]).unwrap();
+        let tokens: usize = out[0].iter().map(|c| c.token_ids.len()).sum();
+        let processed = if max_tokens == 1 {
+            context.len()
+        } else {
+            tokens
+        };
+        best = best.max(processed as f64 / t.elapsed().as_secs_f64());
+    }
+    eprintln!(
+        "{shape}: best {best:.0} tok/s (prompt {} tokens)",
+        context.len()
+    );
+}

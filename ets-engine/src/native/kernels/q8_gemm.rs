@@ -78,7 +78,9 @@ impl PackedQ8 {
                 let slot = (g * kb + b) * GROUP + r;
                 d[slot] = f16::from_le_bytes([block[0], block[1]]).to_f32();
                 for (q, &byte) in qs[slot * QK..(slot + 1) * QK].iter_mut().zip(&block[2..]) {
-                    *q = byte as i8;
+                    // -128 is outside Q8_0's range (quantizers round into ±127); the AVX2
+                    // kernel's sign trick needs every quant's negation to fit in an i8.
+                    *q = (byte as i8).max(-127);
                 }
             }
         }
