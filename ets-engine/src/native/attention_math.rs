@@ -221,7 +221,7 @@ mod exp_consts {
 /// `|r| ≤ ln 2 / 2`, `eʳ` by a polynomial (Cephes' `expf` coefficients), `2ⁿ` by building the
 /// float's exponent. Within 2 ulp of the exact value.
 #[inline(always)]
-pub(super) fn exp_nonpositive(x: f32) -> f32 {
+pub(in crate::native) fn exp_nonpositive(x: f32) -> f32 {
     use exp_consts as c;
     let x = x.max(c::FLOOR);
     let shifted = x * c::LOG2E + c::ROUND;

@@ -127,7 +127,24 @@ impl NativeEngine {
 
     /// Runs `seqs` as one batch; `pending[i]` belongs to `seqs[i]` and receives the K/V of its
     /// new tokens.
+    ///
+    /// The pass runs on a thread of rayon's pool: its parallel operations (products, attention)
+    /// then split their work with the other pool threads directly. Called from outside the
+    /// pool, each of them would be handed to the pool while this thread sleeps until it is
+    /// done, two thread wake-ups per operation, hundreds per decoded token.
     pub fn forward(
+        &self,
+        seqs: &[SeqInput<'_>],
+        pending: &mut [&mut PendingKv],
+    ) -> Result<Vec<SeqOutput>, Error> {
+        if rayon::current_thread_index().is_some() {
+            self.forward_in_pool(seqs, pending)
+        } else {
+            rayon::scope(|_| self.forward_in_pool(seqs, pending))
+        }
+    }
+
+    fn forward_in_pool(
         &self,
         seqs: &[SeqInput<'_>],
         pending: &mut [&mut PendingKv],
@@ -226,10 +243,7 @@ impl NativeEngine {
             x = (x + o).map_err(candle)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps).map_err(candle)?;
             let mlp = || -> candle_core::Result<Tensor> {
-                let gu = layer.gate_up.forward(&h)?;
-                layer
-                    .down
-                    .forward_one(&(candle_nn::ops::silu(&gu[0])? * &gu[1])?)
+                layer.down.forward_one(&layer.gate_up.forward_gated(&h)?)
             };
             x = (x + mlp().map_err(candle)?).map_err(candle)?;
         }

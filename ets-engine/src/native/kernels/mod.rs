@@ -22,6 +22,9 @@ use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Module, Result, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::attention_math::exp_nonpositive;
 
 /// How Q8_0 weights are multiplied, from `ETS_Q8_KERNEL` or the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,21 +76,8 @@ impl Projection {
         match self {
             Projection::Candle(parts) => parts.iter().map(|m| m.forward(x)).collect(),
             Projection::Packed { w, widths, kernel } => {
-                let x = x.contiguous()?;
                 let rows = x.dim(0)?;
-                let y = {
-                    let (storage, layout) = x.storage_and_layout();
-                    let Storage::Cpu(cpu) = &*storage else {
-                        candle_core::bail!("packed Q8_0 matmul runs on the CPU only");
-                    };
-                    let data = cpu.as_slice::<f32>()?;
-                    let start = layout.start_offset();
-                    let len = layout.shape().elem_count();
-                    if len != rows * w.k() {
-                        candle_core::bail!("input {:?} is not rows × {}", layout.shape(), w.k());
-                    }
-                    q8_gemm::matmul(w, &data[start..start + len], *kernel)
-                };
+                let y = packed_product(w, *kernel, x)?;
                 if let [n] = widths[..] {
                     return Ok(vec![Tensor::from_vec(y, (rows, n), x.device())?]);
                 }
@@ -110,6 +100,43 @@ impl Projection {
         }
     }
 
+    /// `silu(x · gateᵀ) ⊙ (x · upᵀ)` for a projection of two parts, gate then up, of one width
+    /// (a SwiGLU feed-forward's first half). Packed, the two halves of one product are combined
+    /// row by row into the result; with candle's matmuls, by candle's operations.
+    pub(crate) fn forward_gated(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Projection::Packed { w, widths, kernel }
+                if widths.len() == 2 && widths[0] == widths[1] =>
+            {
+                let rows = x.dim(0)?;
+                let width = widths[0];
+                let y = packed_product(w, *kernel, x)?;
+                let mut out = vec![0f32; rows * width];
+                let combine = |(y, out): (&[f32], &mut [f32])| {
+                    let (gate, up) = y.split_at(width);
+                    silu_times(gate, up, out);
+                };
+                if rows * width >= 1 << 15 {
+                    y.par_chunks_exact(2 * width)
+                        .zip(out.par_chunks_exact_mut(width))
+                        .for_each(combine);
+                } else {
+                    y.chunks_exact(2 * width)
+                        .zip(out.chunks_exact_mut(width))
+                        .for_each(combine);
+                }
+                Tensor::from_vec(out, (rows, width), x.device())
+            }
+            Projection::Packed { .. } | Projection::Candle(_) => {
+                let gu = self.forward(x)?;
+                let [gate, up] = &gu[..] else {
+                    candle_core::bail!("a gated projection has {} parts, not 2", gu.len());
+                };
+                candle_nn::ops::silu(gate)? * up
+            }
+        }
+    }
+
     /// The single part's product (a projection of one matrix).
     pub(crate) fn forward_one(&self, x: &Tensor) -> Result<Tensor> {
         let mut ys = self.forward(x)?;
@@ -117,6 +144,33 @@ impl Projection {
             candle_core::bail!("projection of {} parts used as one", ys.len());
         }
         Ok(ys.swap_remove(0))
+    }
+}
+
+/// `x · Wᵀ` for a packed weight, as a plain row-major vector.
+fn packed_product(w: &PackedQ8, kernel: Kernel, x: &Tensor) -> Result<Vec<f32>> {
+    let x = x.contiguous()?;
+    let rows = x.dim(0)?;
+    let (storage, layout) = x.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("packed Q8_0 matmul runs on the CPU only");
+    };
+    let data = cpu.as_slice::<f32>()?;
+    let start = layout.start_offset();
+    let len = layout.shape().elem_count();
+    if len != rows * w.k() {
+        candle_core::bail!("input {:?} is not rows × {}", layout.shape(), w.k());
+    }
+    Ok(q8_gemm::matmul(w, &data[start..start + len], kernel))
+}
+
+/// `out = silu(gate) ⊙ up`, `silu(g) = g · σ(g)`, with σ from [`exp_nonpositive`] of `−|g|`
+/// (so the exponential never overflows): `σ(g) = 1 / (1 + e)` for `g ≥ 0`, `e / (1 + e)` below.
+fn silu_times(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        let e = exp_nonpositive(-g.abs());
+        let sigma = if g >= 0.0 { 1.0 } else { e } / (1.0 + e);
+        *o = g * sigma * u;
     }
 }
 

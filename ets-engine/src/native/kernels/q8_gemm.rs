@@ -120,18 +120,33 @@ impl QuantizedRows {
         let kb = k / QK;
         let mut qs = vec![0i8; m * k];
         let mut d = vec![0f32; m * kb];
-        for ((xs, q), d) in x
-            .chunks_exact(QK)
-            .zip(qs.chunks_exact_mut(QK))
-            .zip(d.iter_mut())
-        {
-            let amax = xs.iter().fold(0f32, |a, &x| a.max(x.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-            *d = f16::from_f32(scale).to_f32();
-            for (q, &x) in q.iter_mut().zip(xs) {
-                *q = (x * inv).round() as i8;
+        let quantize_blocks = |(xs, (qs, d)): (&[f32], (&mut [i8], &mut [f32]))| {
+            for ((xs, q), d) in xs
+                .chunks_exact(QK)
+                .zip(qs.chunks_exact_mut(QK))
+                .zip(d.iter_mut())
+            {
+                let amax = xs.iter().fold(0f32, |a, &x| a.max(x.abs()));
+                let scale = amax / 127.0;
+                let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+                *d = f16::from_f32(scale).to_f32();
+                for (q, &x) in q.iter_mut().zip(xs) {
+                    *q = (x * inv).round() as i8;
+                }
             }
+        };
+        // A prefill's rows are quantized in parallel (the rest of the product is); a decode
+        // step's few rows are not worth a fork.
+        let rows_per_task = (MIN_PARALLEL_WORK / 16 / k.max(1)).max(1);
+        if m > rows_per_task {
+            x.par_chunks(rows_per_task * k)
+                .zip(
+                    qs.par_chunks_mut(rows_per_task * k)
+                        .zip(d.par_chunks_mut(rows_per_task * kb)),
+                )
+                .for_each(quantize_blocks);
+        } else {
+            quantize_blocks((x, (&mut qs, &mut d)));
         }
         Self { m, kb, qs, d }
     }

@@ -216,6 +216,40 @@ fn stacked_parts_split_like_separate_products() {
     }
 }
 
+#[test]
+fn gated_projection_matches_candle_silu_times_up() {
+    let mut rng = Rng(17);
+    let k = 2 * QK;
+    // 3 rows run on this thread, 64 rows × 600 wide in parallel chunks.
+    for (rows, width) in [(3usize, 40usize), (64, 600)] {
+        let parts: Vec<QMatMul> = (0..2)
+            .map(|_| {
+                let w: Vec<f32> = rng.values(width * k).iter().map(|v| v * 4.0).collect();
+                QMatMul::QTensor(std::sync::Arc::new(quantized(&w, width, k)))
+            })
+            .collect();
+        let x = Tensor::from_vec(rng.values(rows * k), (rows, k), &Device::Cpu).unwrap();
+        for kernel in kernels() {
+            let gated = Projection::new(parts.clone(), Choice::Packed(kernel)).unwrap();
+            let got = gated.forward_gated(&x).unwrap().to_vec2::<f32>().unwrap();
+            let ys = gated.forward(&x).unwrap();
+            let want = (candle_nn::ops::silu(&ys[0]).unwrap() * &ys[1])
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let mut checked = 0;
+            for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+                assert!(
+                    (g - w).abs() <= 2e-6 * w.abs().max(1.0),
+                    "{kernel:?} rows {rows}: {g} vs {w}"
+                );
+                checked += 1;
+            }
+            assert_eq!(checked, rows * width);
+        }
+    }
+}
+
 /// The small model's GGUF, pulled into the default store as the native tests do.
 pub(super) fn smollm2() -> std::path::PathBuf {
     use crate::store::{Store, SMOLLM2_135M};
