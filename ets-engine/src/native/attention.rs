@@ -67,6 +67,8 @@ struct Use {
 /// Tokens of a segment widened to f32 at a time, then used by every row of a chunk that sees
 /// them (a prompt shared by all rows is widened once per chunk, not once per row).
 const TOKEN_BLOCK: usize = 16;
+// `attention_math` computes scores 16 tokens at a time.
+const _: () = assert!(TOKEN_BLOCK % 16 == 0);
 
 /// Row chunks per thread: a few, so that rows of unequal context (a causal prefill's first
 /// and last rows differ by the whole prompt) even out.
@@ -86,7 +88,7 @@ pub(crate) fn tree_attention<T: KvElem>(
         return out;
     }
     for row in parts {
-        debug_assert!(
+        assert!(
             row.windows(2).all(|w| w[0].0 < w[1].0),
             "parts out of order"
         );

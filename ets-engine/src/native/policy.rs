@@ -400,7 +400,7 @@ impl NativePolicy {
                 }
             }
             if !rec.ids.is_empty() {
-                debug_assert_eq!(child.pending.len(), rec.ids.len());
+                assert_eq!(child.pending.len(), rec.ids.len());
                 let segment = child.pending.to_segment()?;
                 let node = self
                     .tree

@@ -267,7 +267,7 @@ impl NativeReward {
         let mut chains = Vec::with_capacity(layouts.len());
         for layout in layouts {
             let path = self.cached(layout);
-            debug_assert_eq!(path.len(), layout.cuts.len());
+            assert_eq!(path.len(), layout.cuts.len());
             if let Some(&leaf) = path.last() {
                 self.tree.pin(leaf).map_err(Error::engine)?;
             }
