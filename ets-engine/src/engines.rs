@@ -105,6 +105,29 @@ pub trait CausalLm: Send + Sync + std::fmt::Debug {
     fn description(&self) -> String {
         String::new()
     }
+
+    /// Its warm prompts across jobs, on an engine that keeps them (the native one).
+    fn prompt_cache(&self) -> Option<PromptCacheStats> {
+        None
+    }
+}
+
+/// What an engine's cache of warm prompts (root prompts' K/V kept across jobs) did so far, and
+/// holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PromptCacheStats {
+    /// Jobs' first prefills that found their prompt cached.
+    pub hits: u64,
+    /// Jobs' first prefills that did not.
+    pub misses: u64,
+    /// Prompt tokens not prefilled thanks to hits.
+    pub tokens_reused: u64,
+    /// Prompts cached now.
+    pub entries: usize,
+    /// Their K/V bytes.
+    pub bytes: u64,
+    /// The cap on those bytes.
+    pub max_bytes: u64,
 }
 
 /// A sentence embedder shared by every job that names it.

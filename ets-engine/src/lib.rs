@@ -48,7 +48,7 @@ pub mod store;
 pub use embedder::{BertEmbedder, MAX_TOKENS as EMBEDDER_MAX_TOKENS};
 pub use engines::{
     auto_engine, load_causal_lm, load_embedder, load_remote_embedder, load_remote_model, CausalLm,
-    EngineKind, LoadContext, SharedEmbedder, TextEmbedder,
+    EngineKind, LoadContext, PromptCacheStats, SharedEmbedder, TextEmbedder,
 };
 pub use error::Error;
 pub use files::{disk_bytes, ModelFiles};

@@ -66,6 +66,8 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if let ModelFiles::Gguf { dir, file } = store.model_files(SMOLLM2_135M)? {
         let engine = Arc::new(NativeEngine::load(&dir.join(file), WeightMode::Quantized)?);
+        // Every prefill measured is a prefill: no warm prompt from the call before.
+        engine.set_prompt_cache_bytes(0);
         rows.push(measure_native(
             engine,
             &format!("{SMOLLM2_135M} (native engine)"),

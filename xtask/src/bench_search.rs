@@ -233,6 +233,9 @@ fn run_engine(engine: Engine, options: &Options) -> Result<()> {
                 bail!("{SMOLLM2_135M} is not a GGUF file");
             };
             let model = Arc::new(NativeEngine::load(&dir.join(file), WeightMode::Quantized)?);
+            // Each search prefills its prompt, as the mistral.rs rows do (and as before warm
+            // prompts existed): the methods run the same problems one after the other.
+            model.set_prompt_cache_bytes(0);
             let counter = Some(model.clone());
             bench.run_all(model.config().kv_bytes_per_token(), counter, || {
                 Ok((

@@ -220,6 +220,8 @@ fn run_json(cmd: &mut Command) -> Result<Value> {
 /// The native engine's rows, the same shapes as [`llama_rows`].
 fn native_rows(gguf: &Path) -> Result<Vec<f64>> {
     let engine = Arc::new(NativeEngine::load(gguf, WeightMode::Quantized)?);
+    // Every prefill measured is a prefill: no warm prompt from the call before.
+    engine.set_prompt_cache_bytes(0);
     // A cache budget of 0 evicts everything after each call, so every call prefills.
     let options = NativePolicyOptions {
         max_cached_bytes: 0,

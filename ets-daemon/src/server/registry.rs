@@ -555,6 +555,19 @@ impl Registry {
         infos
     }
 
+    /// Each loaded model's warm prompts across jobs, on engines that keep them.
+    pub fn prompt_caches(&self) -> Vec<(String, ets_engine::PromptCacheStats)> {
+        let mut out: Vec<_> = lock(&self.entries)
+            .values()
+            .filter_map(|e| match e.cell.get() {
+                Some((Loaded::Lm(lm), _)) => lm.prompt_cache().map(|s| (e.name.clone(), s)),
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Whether an entry for `alias` exists (loaded or loading).
     pub fn has(&self, alias: &str) -> bool {
         let dir = self.store.dir(alias);

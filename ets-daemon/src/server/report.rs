@@ -341,6 +341,37 @@ impl Daemon {
             "Bytes of each registered model's files.",
             &models,
         );
+        let caches = self.registry.prompt_caches();
+        let per_model = |value: &dyn Fn(&ets_engine::PromptCacheStats) -> u64| {
+            caches
+                .iter()
+                .map(|(model, s)| (format!("{{model=\"{}\"}}", escape(model)), value(s) as f64))
+                .collect::<Vec<_>>()
+        };
+        metric(
+            "ets_prompt_cache_hits_total",
+            "counter",
+            "Jobs whose first prefill found their prompt's K/V warm, per model.",
+            &per_model(&|s| s.hits),
+        );
+        metric(
+            "ets_prompt_cache_misses_total",
+            "counter",
+            "Jobs whose first prefill did not, per model.",
+            &per_model(&|s| s.misses),
+        );
+        metric(
+            "ets_prompt_cache_reused_tokens_total",
+            "counter",
+            "Prompt tokens not prefilled thanks to warm prompts, per model.",
+            &per_model(&|s| s.tokens_reused),
+        );
+        metric(
+            "ets_prompt_cache_bytes",
+            "gauge",
+            "K/V bytes of the warm prompts kept, per model.",
+            &per_model(&|s| s.bytes),
+        );
         let idle: Vec<(String, f64)> = status
             .models
             .iter()

@@ -16,6 +16,7 @@ use half::f16;
 use super::attention::{tree_attention, Heads, KvSlice, RowParts};
 use super::kv::{with_slices, KvElem, KvPrecision, KvSegment, PendingKv};
 use super::model::{self, apply_rope, ModelConfig, WeightMode, Weights};
+use super::prompt_cache::{PromptCache, PromptCacheStats, DEFAULT_PROMPT_CACHE_BYTES};
 use crate::error::Error;
 use crate::gguf_text::GgufText;
 
@@ -61,6 +62,7 @@ pub struct NativeEngine {
     text: GgufText,
     mode: WeightMode,
     tokens_processed: std::sync::atomic::AtomicU64,
+    prompts: std::sync::Mutex<PromptCache>,
 }
 
 impl std::fmt::Debug for NativeEngine {
@@ -90,12 +92,14 @@ impl NativeEngine {
         })?;
         let text = GgufText::from_gguf(&content, path)?;
         let (config, weights) = model::load(&content, &mut file, path, mode)?;
+        let prompts = PromptCache::new(config.kv_bytes_per_token(), DEFAULT_PROMPT_CACHE_BYTES);
         Ok(Self {
             config,
             weights,
             text,
             mode,
             tokens_processed: 0.into(),
+            prompts: std::sync::Mutex::new(prompts),
         })
     }
 
@@ -118,6 +122,33 @@ impl NativeEngine {
     pub fn tokens_processed(&self) -> u64 {
         self.tokens_processed
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The longest warm prompt (see [`super::prompt_cache`]) that `context` starts with: its
+    /// length and K/V. Counts a hit or a miss.
+    pub(crate) fn warm_prompt(&self, context: &[u32]) -> Option<(usize, KvSegment)> {
+        self.prompts().lookup(context)
+    }
+
+    /// Keeps the K/V of a prompt a job prefilled from the root, for later jobs.
+    pub(crate) fn remember_prompt(&self, tokens: &[u32], segment: KvSegment) {
+        self.prompts().insert(tokens, segment);
+    }
+
+    /// Sets the byte cap of the warm prompts ([`DEFAULT_PROMPT_CACHE_BYTES`] at load; 0 turns
+    /// them off), evicting down to it.
+    pub fn set_prompt_cache_bytes(&self, max_bytes: u64) {
+        self.prompts().set_max_bytes(max_bytes);
+    }
+
+    /// Hits, misses, tokens reused and bytes of the warm prompts.
+    pub fn prompt_cache_stats(&self) -> PromptCacheStats {
+        self.prompts().stats()
+    }
+
+    fn prompts(&self) -> std::sync::MutexGuard<'_, PromptCache> {
+        // The cache holds no invariant a panicking holder could break halfway.
+        self.prompts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// An empty pending buffer for this model.

@@ -31,6 +31,7 @@ mod kv;
 mod model;
 mod policy;
 mod prm;
+mod prompt_cache;
 
 pub use crate::gguf_text::{ChatRole, Encoded, GgufText};
 pub use embed::{PolicyStepEmbedder, StepEmbeddings};
@@ -39,6 +40,7 @@ pub use kv::{KvPrecision, KvSegment, PendingKv};
 pub use model::{ModelConfig, RopeStyle, WeightMode, NATIVE_ARCHITECTURES};
 pub use policy::{NativePolicy, NativePolicyOptions};
 pub use prm::{NativeReward, ScoreLayout};
+pub use prompt_cache::{PromptCacheStats, DEFAULT_PROMPT_CACHE_BYTES};
 
 use std::sync::Arc;
 
@@ -101,6 +103,10 @@ impl CausalLm for NativeLm {
         let known = policy.record_step_embeddings();
         let embedder = PolicyStepEmbedder::new(self.0.clone(), known);
         Ok((Box::new(policy), Box::new(embedder)))
+    }
+
+    fn prompt_cache(&self) -> Option<PromptCacheStats> {
+        Some(self.0.prompt_cache_stats())
     }
 
     fn reward(&self, profile: &PrmProfile, cache_bytes: u64) -> Result<Box<dyn Reward>, Error> {

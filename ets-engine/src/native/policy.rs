@@ -157,11 +157,29 @@ pub(crate) fn prefill_contexts(
     contexts: &[&[u32]],
 ) -> Result<Vec<Prefilled>, Error> {
     let mut plans = Vec::with_capacity(contexts.len());
+    // Contexts this job prefills from the root with no warm prompt: kept for later jobs.
+    let mut fresh_roots = Vec::with_capacity(contexts.len());
     for &context in contexts {
         if context.is_empty() {
             return Err(Error::engine("cannot expand an empty context"));
         }
-        plans.push(cached_prefix(tree, context));
+        let (mut path, mut covered) = cached_prefix(tree, context);
+        let mut fresh_root = false;
+        if covered == 0 {
+            match engine.warm_prompt(context) {
+                Some((len, segment)) => {
+                    let node = tree
+                        .insert(tree.root(), &context[..len], || segment)
+                        .map_err(Error::engine)?;
+                    // Held by the chain's pin below, like a node this call computes.
+                    tree.release(node).map_err(Error::engine)?;
+                    (path, covered) = (vec![node], len);
+                }
+                None => fresh_root = true,
+            }
+        }
+        plans.push((path, covered));
+        fresh_roots.push(fresh_root);
     }
     let mut pendings: Vec<PendingKv> = contexts.iter().map(|_| engine.pending()).collect();
     let outputs = {
@@ -189,12 +207,19 @@ pub(crate) fn prefill_contexts(
         engine.forward(&seqs, &mut refs)?
     };
     let mut out = Vec::with_capacity(contexts.len());
-    for (((&context, (mut path, covered)), pending), output) in
-        contexts.iter().zip(plans).zip(pendings).zip(outputs)
+    for ((((&context, (mut path, covered)), pending), output), fresh_root) in contexts
+        .iter()
+        .zip(plans)
+        .zip(pendings)
+        .zip(outputs)
+        .zip(fresh_roots)
     {
         let parent = path.last().copied().unwrap_or(tree.root());
         if covered < context.len() {
             let segment = pending.to_segment()?;
+            if fresh_root {
+                engine.remember_prompt(context, segment.clone());
+            }
             let node = tree
                 .insert(parent, &context[covered..], || segment)
                 .map_err(Error::engine)?;

@@ -92,6 +92,8 @@ fn greedy_children_match_the_mistral_rs_policy_in_f32() {
 fn the_cache_holds_each_step_once_and_counts_its_payload_bytes() {
     let _g = exclusive();
     let engine = native();
+    // Without warm prompts from other tests' jobs: this job prefills its own prompt.
+    engine.set_prompt_cache_bytes(0);
     let mut p = policy();
     let root = p.encode_prompt(PROBLEM).unwrap();
     let s = sampling(0.8);
@@ -122,6 +124,7 @@ fn the_cache_holds_each_step_once_and_counts_its_payload_bytes() {
     let stats = p.kv_stats();
     assert!(stats.resident_nodes >= 3);
     assert_eq!(stats.resident_bytes, payload_bytes);
+    engine.set_prompt_cache_bytes(ets_engine::native::DEFAULT_PROMPT_CACHE_BYTES);
 }
 
 #[test]
@@ -164,4 +167,54 @@ fn steps_are_embedded_from_the_policys_own_hidden_states() {
     // A text the policy never generated runs on its own.
     let alone = embedder.embed_steps(&["Some other step.\n\n"]).unwrap();
     assert_eq!((embedder.computed_alone(), alone[0].len()), (1, dim));
+}
+
+#[test]
+fn a_second_job_with_the_same_prompt_starts_warm_and_samples_the_same_children() {
+    let _g = exclusive();
+    let engine = native();
+    let s = sampling(0.8);
+    // Each job's first expansion, its children and the tokens the engine ran for it.
+    let job = || {
+        let mut p = NativePolicy::new(engine.clone(), NativePolicyOptions::default());
+        let root = p.encode_prompt(PROBLEM).unwrap();
+        let before = engine.tokens_processed();
+        let children = p.expand(&[request(&root, 3, 21, &s)]).unwrap();
+        (
+            root.len() as u64,
+            children,
+            engine.tokens_processed() - before,
+        )
+    };
+    // Off: nothing kept, every job prefills.
+    engine.set_prompt_cache_bytes(0);
+    let (prompt, cold, cold_tokens) = job();
+    let (_, again, again_tokens) = job();
+    assert_eq!(cold, again);
+    assert_eq!(
+        again_tokens, cold_tokens,
+        "no warm prompt with a 0-byte cache"
+    );
+    // On: the first job keeps its prompt, the second runs only its last token again.
+    engine.set_prompt_cache_bytes(ets_engine::native::DEFAULT_PROMPT_CACHE_BYTES);
+    let start = engine.prompt_cache_stats();
+    let (_, first, first_tokens) = job();
+    let (_, warm, warm_tokens) = job();
+    assert_eq!(first, cold, "the same children with the cache on");
+    assert_eq!(warm, cold, "a warm start changes no child");
+    assert_eq!(first_tokens, cold_tokens);
+    assert_eq!(
+        first_tokens - warm_tokens,
+        prompt - 1,
+        "the warm job re-reads the prompt's last token only"
+    );
+    let stats = engine.prompt_cache_stats();
+    assert_eq!(stats.hits - start.hits, 1);
+    assert_eq!(stats.misses - start.misses, 1);
+    assert_eq!(stats.tokens_reused - start.tokens_reused, prompt);
+    assert_eq!(
+        stats.bytes,
+        prompt * engine.config().kv_bytes_per_token(),
+        "one prompt kept, its exact bytes"
+    );
 }

@@ -114,13 +114,32 @@ fn solve_json_ps_status_and_metrics_speak_to_the_daemon() {
         "{models}"
     );
 
+    // The first problem again: its prompt's K/V is warm (kept by the engine from the first
+    // job), which the metrics count per model.
+    let mut args = vec!["--no-autostart", "--json", "solve"];
+    args.extend(TINY);
+    args.extend(["--max-tokens", "16", "--seed", "7", "What is 3 + 4?"]);
+    let out = ets(socket, &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
     let out = ets(socket, &["--json", "metrics"]);
     assert!(out.status.success());
     let metrics = schema::one("metrics", &out.stdout);
-    assert!(metrics["text"]
-        .as_str()
-        .unwrap()
-        .contains("ets_jobs_total{outcome=\"done\"}"));
+    let metrics = metrics["text"].as_str().unwrap();
+    assert!(metrics.contains("ets_jobs_total{outcome=\"done\"}"));
+    let total = |family: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{family}{{model=")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    assert!(total("ets_prompt_cache_hits_total") >= 1.0, "{metrics}");
+    assert!(
+        total("ets_prompt_cache_reused_tokens_total") > 0.0,
+        "{metrics}"
+    );
+    assert!(total("ets_prompt_cache_bytes") > 0.0, "{metrics}");
 
     // A job the daemon refuses: an error document on stdout, exit 4.
     let out = ets(

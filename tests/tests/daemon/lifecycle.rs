@@ -164,7 +164,10 @@ fn one_daemon_per_socket_and_sigterm_exits_cleanly() {
 
     // SIGTERM with a search running: it fails with "shutting down", the socket goes, exit 0.
     let mut c = daemon.connect();
-    let job = c.submit(long_solve("What is 7 times 8?"));
+    let job = c.submit(long_solve(
+        "Natalia sold clips to 48 of her friends in April, and then she sold half as many \
+         clips in May. How many clips did Natalia sell altogether in April and May?",
+    ));
     until_live_kv(&mut c, job);
     let status = daemon.terminate();
     assert!(status.success(), "exit status {status}");

@@ -118,6 +118,7 @@ fn bench_engine() {
     for choice in choices.split(',') {
         std::env::set_var("ETS_Q8_KERNEL", choice);
         let engine = Arc::new(NativeEngine::load(&path, WeightMode::Quantized).unwrap());
+        engine.set_prompt_cache_bytes(0);
         let (p, d1, d16) = speeds(engine);
         eprintln!("| {choice} | {p:.0} | {d1:.1} | {d16:.1} |");
     }
@@ -131,6 +132,7 @@ fn bench_engine() {
 #[ignore = "timing; run in release"]
 fn bench_one_shape() {
     let engine = Arc::new(NativeEngine::load(&smollm2(), WeightMode::Quantized).unwrap());
+    engine.set_prompt_cache_bytes(0);
     let options = NativePolicyOptions {
         max_cached_bytes: 0,
         ..NativePolicyOptions::default()
