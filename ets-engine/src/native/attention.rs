@@ -187,25 +187,22 @@ fn attend_rows<T: KvElem>(
             let stored = &mut stored[..(t1 - t0) * token_width];
             T::widen(&keys[t0 * token_width..t1 * token_width], stored);
             math::transpose_block(stored, kv_heads, hd, TOKEN_BLOCK, &mut wide);
-            for u in users.iter().filter(|u| u.visible > t0) {
+            for_group_uses(users, t0, t1, kv_heads, |u, g, seen| {
                 let local = u.row - first;
                 let len = row_len(local);
-                let seen = u.visible.min(t1) - t0;
-                for g in 0..kv_heads {
-                    let h = g * group;
-                    let at = score_start[local] + h * len + u.offset + t0;
-                    math::group_scores(
-                        &q[u.row * width + h * hd..][..group * hd],
-                        group,
-                        &wide[g * hd * TOKEN_BLOCK..][..hd * TOKEN_BLOCK],
-                        TOKEN_BLOCK,
-                        scale,
-                        seen,
-                        &mut scores[at..],
-                        len,
-                    );
-                }
-            }
+                let h = g * group;
+                let at = score_start[local] + h * len + u.offset + t0;
+                math::group_scores(
+                    &q[u.row * width + h * hd..][..group * hd],
+                    group,
+                    &wide[g * hd * TOKEN_BLOCK..][..hd * TOKEN_BLOCK],
+                    TOKEN_BLOCK,
+                    scale,
+                    seen,
+                    &mut scores[at..],
+                    len,
+                );
+            });
         });
     }
     // Softmax weights, unnormalised: `exp(score − max)` over all of a (row, head)'s scores
@@ -224,29 +221,43 @@ fn attend_rows<T: KvElem>(
         for_blocks(users, |t0, t1| {
             let wide = &mut wide[..(t1 - t0) * token_width];
             T::widen(&values[t0 * token_width..t1 * token_width], wide);
-            for u in users.iter().filter(|u| u.visible > t0) {
+            for_group_uses(users, t0, t1, kv_heads, |u, g, seen| {
                 let local = u.row - first;
                 let len = row_len(local);
-                let seen = u.visible.min(t1) - t0;
-                for g in 0..kv_heads {
-                    let h = g * group;
-                    let at = score_start[local] + h * len + u.offset + t0;
-                    math::group_add_weighted(
-                        &scores[at..],
-                        len,
-                        seen,
-                        group,
-                        &wide[g * hd..],
-                        token_width,
-                        &mut out[local * width + h * hd..][..group * hd],
-                    );
-                }
-            }
+                let h = g * group;
+                let at = score_start[local] + h * len + u.offset + t0;
+                math::group_add_weighted(
+                    &scores[at..],
+                    len,
+                    seen,
+                    group,
+                    &wide[g * hd..],
+                    token_width,
+                    &mut out[local * width + h * hd..][..group * hd],
+                );
+            });
         });
     }
     for (i, acc) in out.chunks_exact_mut(hd).enumerate().take(n * heads) {
         let inv = 1.0 / sum[i];
         acc.iter_mut().for_each(|a| *a *= inv);
+    }
+}
+
+/// Calls `f(use, kv_head, seen)` for every use of a slice that sees tokens of the block
+/// `[t0, t1)` and every key/value head, `seen` the block's tokens that use sees.
+fn for_group_uses(
+    users: &[Use],
+    t0: usize,
+    t1: usize,
+    kv_heads: usize,
+    mut f: impl FnMut(&Use, usize, usize),
+) {
+    for u in users.iter().filter(|u| u.visible > t0) {
+        let seen = u.visible.min(t1) - t0;
+        for g in 0..kv_heads {
+            f(u, g, seen);
+        }
     }
 }
 

@@ -63,18 +63,26 @@ fn bench_kernel() {
     }
 }
 
-/// Prefill, decode (1 sequence) and decode (16 sequences) tok/s, as bench-engine measures them.
-fn speeds(engine: Arc<NativeEngine>) -> (f64, f64, f64) {
+/// A policy that caches nothing across calls (every call prefills) and the benchmark's prompt
+/// (a GSM8K problem six times, about 290 tokens).
+fn bench_policy(engine: Arc<NativeEngine>) -> (NativePolicy, Vec<u32>) {
+    engine.set_prompt_cache_bytes(0);
     let options = NativePolicyOptions {
         max_cached_bytes: 0,
         ..NativePolicyOptions::default()
     };
-    let mut policy = NativePolicy::new(engine, options);
+    let policy = NativePolicy::new(engine, options);
     let problem =
         "Natalia sold clips to 48 of her friends in April, and then she sold half as many \
                    clips in May. How many clips did Natalia sell altogether in April and May? "
             .repeat(6);
     let context = policy.encode_problem(&problem).unwrap();
+    (policy, context)
+}
+
+/// Prefill, decode (1 sequence) and decode (16 sequences) tok/s, as bench-engine measures them.
+fn speeds(engine: Arc<NativeEngine>) -> (f64, f64, f64) {
+    let (mut policy, context) = bench_policy(engine);
     let greedy = SamplingConfig {
         temperature: 0.0,
         ..SamplingConfig::default()
@@ -118,7 +126,6 @@ fn bench_engine() {
     for choice in choices.split(',') {
         std::env::set_var("ETS_Q8_KERNEL", choice);
         let engine = Arc::new(NativeEngine::load(&path, WeightMode::Quantized).unwrap());
-        engine.set_prompt_cache_bytes(0);
         let (p, d1, d16) = speeds(engine);
         eprintln!("| {choice} | {p:.0} | {d1:.1} | {d16:.1} |");
     }
@@ -132,17 +139,7 @@ fn bench_engine() {
 #[ignore = "timing; run in release"]
 fn bench_one_shape() {
     let engine = Arc::new(NativeEngine::load(&smollm2(), WeightMode::Quantized).unwrap());
-    engine.set_prompt_cache_bytes(0);
-    let options = NativePolicyOptions {
-        max_cached_bytes: 0,
-        ..NativePolicyOptions::default()
-    };
-    let mut policy = NativePolicy::new(engine, options);
-    let problem =
-        "Natalia sold clips to 48 of her friends in April, and then she sold half as many \
-                   clips in May. How many clips did Natalia sell altogether in April and May? "
-            .repeat(6);
-    let context = policy.encode_problem(&problem).unwrap();
+    let (mut policy, context) = bench_policy(engine);
     let shape = std::env::var("ETS_BENCH_SHAPE").unwrap_or_else(|_| "prefill".into());
     let (children, max_tokens) = match shape.as_str() {
         "decode1" => (1, 64),
