@@ -130,6 +130,11 @@ impl NativeEngine {
         self.prompts().lookup(context)
     }
 
+    /// The warm K/V of exactly `tokens`, if kept. Counts a hit or a miss.
+    pub(crate) fn warm_span(&self, tokens: &[u32]) -> Option<KvSegment> {
+        self.prompts().lookup_exact(tokens)
+    }
+
     /// Keeps the K/V of a prompt a job prefilled from the root, for later jobs.
     pub(crate) fn remember_prompt(&self, tokens: &[u32], segment: KvSegment) {
         self.prompts().insert(tokens, segment);

@@ -223,9 +223,22 @@ impl NativeReward {
                 let path = self.cached(layout);
                 if let Some(span) = layout.spans().nth(path.len()) {
                     let parent = path.last().copied().unwrap_or(self.tree.root());
-                    if seen.insert((parent, span), ()).is_none() {
-                        missing.push((path, span));
+                    if seen.contains_key(&(parent, span)) {
+                        continue;
                     }
+                    if path.is_empty() {
+                        // A root span another job of this engine computed: take its K/V.
+                        if let Some(segment) = self.engine.warm_span(span) {
+                            let node = self
+                                .tree
+                                .insert(parent, span, || segment)
+                                .map_err(Error::engine)?;
+                            self.tree.release(node).map_err(Error::engine)?;
+                            continue;
+                        }
+                    }
+                    seen.insert((parent, span), ());
+                    missing.push((path, span));
                 }
             }
             if missing.is_empty() {
@@ -257,6 +270,9 @@ impl NativeReward {
                 .collect();
             for ((parent, span), pending) in inserts.into_iter().zip(pendings) {
                 let segment = pending.to_segment()?;
+                if parent == self.tree.root() {
+                    self.engine.remember_prompt(&span, segment.clone());
+                }
                 let node = self
                     .tree
                     .insert(parent, &span, || segment)

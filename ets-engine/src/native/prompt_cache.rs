@@ -1,7 +1,8 @@
 //! Warm prompts across jobs: the K/V of root prompts a model has prefilled, kept by its
 //! [`NativeEngine`](super::NativeEngine) so that another job whose context starts with one
 //! (the same problem asked again, an eval's repeated item, a second method on the same
-//! problem) starts from it instead of prefilling.
+//! problem) starts from it instead of prefilling. The PRM's first kept span (its header and
+//! the problem) is kept and found the same way, by exact match.
 //!
 //! Each job's policy still has its own tree (the search's exact logical K/V account); a warm
 //! prompt enters it as the root's first node, sharing the cached tensors (candle tensors are
@@ -59,6 +60,23 @@ impl PromptCache {
                 self.stats.hits += 1;
                 self.stats.tokens_reused += entry.tokens.len() as u64;
                 Some((entry.tokens.len(), entry.segment.clone()))
+            }
+            None => {
+                self.stats.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// The cached K/V of exactly `tokens` (a PRM's root span must match its cut).
+    pub(crate) fn lookup_exact(&mut self, tokens: &[u32]) -> Option<KvSegment> {
+        self.clock += 1;
+        match self.entries.iter_mut().find(|e| e.tokens == tokens) {
+            Some(entry) => {
+                entry.last_used = self.clock;
+                self.stats.hits += 1;
+                self.stats.tokens_reused += entry.tokens.len() as u64;
+                Some(entry.segment.clone())
             }
             None => {
                 self.stats.misses += 1;

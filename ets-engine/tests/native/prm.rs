@@ -49,8 +49,12 @@ fn inputs_match_the_mistral_rs_prm_and_f32_scores_agree_within_1e_2() {
 fn incremental_scores_equal_scores_from_scratch_and_cost_one_step_each() {
     let _g = exclusive();
     let engine = native();
+    // No warm header from other tests' jobs: depth 1 prefills it.
+    engine.set_prompt_cache_bytes(0);
+    engine.set_prompt_cache_bytes(ets_engine::native::DEFAULT_PROMPT_CACHE_BYTES);
     let mut prm = NativeReward::new(engine.clone(), &judge(), 1 << 30).unwrap();
     let mut worst = 0f64;
+    let mut last = None;
     for depth in 1..=STEPS.len() {
         let steps = &STEPS[..depth];
         let layout = prm.layout(PROBLEM, steps).unwrap();
@@ -65,6 +69,9 @@ fn incremental_scores_equal_scores_from_scratch_and_cost_one_step_each() {
         let ran = engine.tokens_processed() - before;
         let want = prm.score_from_scratch(PROBLEM, steps).unwrap().unwrap();
         worst = worst.max((got - want).abs());
+        if depth == 3 {
+            last = Some(got);
+        }
         // Depth 1 prefills the header; later depths only the previous step's kept span
         // (cached from here on) and the suffix.
         let kept_before = if depth == 1 {
@@ -84,7 +91,8 @@ fn incremental_scores_equal_scores_from_scratch_and_cost_one_step_each() {
     }
     assert!(worst < 1e-3, "incremental vs scratch: {worst}");
     // Siblings share their parent's spans: two new steps at depth 3 prefill the depth-2 step
-    // once.
+    // once. The header (first kept span: the judge's preamble and the problem) is warm: the
+    // first PRM on this engine prefilled it, and this one takes its K/V.
     let mut fresh = NativeReward::new(engine.clone(), &judge(), 1 << 30).unwrap();
     let a = [STEPS[0], STEPS[1], STEPS[2]];
     let b = [STEPS[0], STEPS[1], "Tom eats 3 apples.\n\n"];
@@ -108,8 +116,16 @@ fn incremental_scores_equal_scores_from_scratch_and_cost_one_step_each() {
     );
     let kept = *la.cuts.last().unwrap();
     assert_eq!(la.cuts, lb.cuts);
-    assert_eq!(ran, kept + (la.ids.len() - kept) + (lb.ids.len() - kept));
+    let header = la.cuts[0];
+    assert_eq!(
+        ran,
+        (kept - header) + (la.ids.len() - kept) + (lb.ids.len() - kept)
+    );
     assert!(scores.iter().all(|s| s.is_some()));
+    assert_eq!(
+        scores[0], last,
+        "the same trajectory scores the same from a warm header"
+    );
     let tree = fresh.tree();
     let payload: u64 = tree
         .nodes()
