@@ -178,6 +178,17 @@ fn attend_rows<T: KvElem>(
     let token_width = kv_heads * hd;
     // A block of key or value tokens widened to f32: keys transposed (`[kv head][dim][token]`,
     // so eight tokens' scores come out of one vector), values as stored.
+    // Where a use's scores for KV head `g`'s first query head start at token `t0` of its
+    // slice: (the row's index in this chunk, its score count per head, the offset).
+    let place = |u: &Use, g: usize, t0: usize| {
+        let local = u.row - first;
+        let len = row_len(local);
+        (
+            local,
+            len,
+            score_start[local] + g * group * len + u.offset + t0,
+        )
+    };
     let mut wide = vec![0f32; TOKEN_BLOCK * token_width];
     let mut stored = vec![0f32; TOKEN_BLOCK * token_width];
     // Pass 1: scores, segment by segment, a block of tokens at a time.
@@ -188,10 +199,8 @@ fn attend_rows<T: KvElem>(
             T::widen(&keys[t0 * token_width..t1 * token_width], stored);
             math::transpose_block(stored, kv_heads, hd, TOKEN_BLOCK, &mut wide);
             for_group_uses(users, t0, t1, kv_heads, |u, g, seen| {
-                let local = u.row - first;
-                let len = row_len(local);
+                let (_, len, at) = place(u, g, t0);
                 let h = g * group;
-                let at = score_start[local] + h * len + u.offset + t0;
                 math::group_scores(
                     &q[u.row * width + h * hd..][..group * hd],
                     group,
@@ -222,10 +231,8 @@ fn attend_rows<T: KvElem>(
             let wide = &mut wide[..(t1 - t0) * token_width];
             T::widen(&values[t0 * token_width..t1 * token_width], wide);
             for_group_uses(users, t0, t1, kv_heads, |u, g, seen| {
-                let local = u.row - first;
-                let len = row_len(local);
+                let (local, len, at) = place(u, g, t0);
                 let h = g * group;
-                let at = score_start[local] + h * len + u.offset + t0;
                 math::group_add_weighted(
                     &scores[at..],
                     len,

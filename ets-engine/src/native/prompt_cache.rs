@@ -30,6 +30,7 @@ pub(crate) struct PromptCache {
     entries: Vec<Entry>,
     bytes_per_token: u64,
     clock: u64,
+    /// Counters, the cap, and the entries' total bytes (kept as they change).
     stats: PromptCacheStats,
 }
 
@@ -48,41 +49,31 @@ impl PromptCache {
 
     /// The longest cached prompt that `context` starts with: its length and K/V.
     pub(crate) fn lookup(&mut self, context: &[u32]) -> Option<(usize, KvSegment)> {
-        self.clock += 1;
-        let best = self
-            .entries
-            .iter_mut()
-            .filter(|e| context.starts_with(&e.tokens))
-            .max_by_key(|e| e.tokens.len());
-        match best {
-            Some(entry) => {
-                entry.last_used = self.clock;
-                self.stats.hits += 1;
-                self.stats.tokens_reused += entry.tokens.len() as u64;
-                Some((entry.tokens.len(), entry.segment.clone()))
-            }
-            None => {
-                self.stats.misses += 1;
-                None
-            }
-        }
+        let found = (self.entries.iter().enumerate())
+            .filter(|(_, e)| context.starts_with(&e.tokens))
+            .max_by_key(|(_, e)| e.tokens.len())
+            .map(|(i, _)| i);
+        self.take(found)
     }
 
     /// The cached K/V of exactly `tokens` (a PRM's root span must match its cut).
     pub(crate) fn lookup_exact(&mut self, tokens: &[u32]) -> Option<KvSegment> {
+        let found = self.entries.iter().position(|e| e.tokens == tokens);
+        self.take(found).map(|(_, segment)| segment)
+    }
+
+    /// Counts a lookup's hit (entry `found`, now the most recently used) or miss.
+    fn take(&mut self, found: Option<usize>) -> Option<(usize, KvSegment)> {
         self.clock += 1;
-        match self.entries.iter_mut().find(|e| e.tokens == tokens) {
-            Some(entry) => {
-                entry.last_used = self.clock;
-                self.stats.hits += 1;
-                self.stats.tokens_reused += entry.tokens.len() as u64;
-                Some(entry.segment.clone())
-            }
-            None => {
-                self.stats.misses += 1;
-                None
-            }
-        }
+        let Some(i) = found else {
+            self.stats.misses += 1;
+            return None;
+        };
+        let entry = &mut self.entries[i];
+        entry.last_used = self.clock;
+        self.stats.hits += 1;
+        self.stats.tokens_reused += entry.tokens.len() as u64;
+        Some((entry.tokens.len(), entry.segment.clone()))
     }
 
     /// Keeps `segment` as the K/V of `tokens` (replacing an entry for the same tokens), then
@@ -95,7 +86,10 @@ impl PromptCache {
             return;
         }
         self.clock += 1;
-        self.entries.retain(|e| e.tokens != tokens);
+        if let Some(i) = self.entries.iter().position(|e| e.tokens == tokens) {
+            self.stats.bytes -= self.entries.swap_remove(i).bytes;
+        }
+        self.stats.bytes += bytes;
         self.entries.push(Entry {
             tokens: tokens.to_vec(),
             segment,
@@ -112,7 +106,7 @@ impl PromptCache {
     }
 
     fn shrink_to(&mut self, max_bytes: u64) {
-        while self.entries.iter().map(|e| e.bytes).sum::<u64>() > max_bytes {
+        while self.stats.bytes > max_bytes {
             let oldest = self
                 .entries
                 .iter()
@@ -120,14 +114,13 @@ impl PromptCache {
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(i, _)| i)
                 .expect("over the cap means an entry");
-            self.entries.swap_remove(oldest);
+            self.stats.bytes -= self.entries.swap_remove(oldest).bytes;
         }
     }
 
     pub(crate) fn stats(&self) -> PromptCacheStats {
         PromptCacheStats {
             entries: self.entries.len(),
-            bytes: self.entries.iter().map(|e| e.bytes).sum(),
             ..self.stats
         }
     }
