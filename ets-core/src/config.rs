@@ -206,11 +206,12 @@ pub struct SearchConfig {
     /// tokens. See [`KvCost`].
     pub kv_cost: KvCost,
     /// Hard limit on the search's live KV, in tokens (the union of the root paths of every node
-    /// the search holds, the prompt included); `None` (the default) sets none. ETS and REBASE
-    /// only. At each depth the retention problem keeps only sets whose paths, plus room for
-    /// every child this depth will create at `max_step_tokens` each, fit under the limit, so
-    /// the live KV never exceeds it; when not even one candidate and one child fit, the search
-    /// ends with [`EndReason::KvLimit`]. See the driver's module doc.
+    /// the search holds, the prompt included); `None` (the default) sets none. Every method
+    /// enforces it. At each depth ETS and REBASE keep only retention sets whose paths, plus room
+    /// for every child this depth will create at `max_step_tokens` each, fit under the limit;
+    /// beam, DVTS and best-of-N keep their own choice of candidates and give them only the
+    /// children that fit. The live KV never exceeds the limit; when not even one candidate and
+    /// one child fit, the search ends with [`EndReason::KvLimit`]. See the driver's module doc.
     ///
     /// [`EndReason::KvLimit`]: crate::search::EndReason::KvLimit
     pub kv_limit: Option<u64>,
@@ -352,13 +353,6 @@ impl SearchConfig {
                     "must be at least 1 token when set",
                 ));
             }
-            if !matches!(self.method, Method::Ets | Method::Rebase) {
-                return Err(ConfigError::new(
-                    "kv_limit",
-                    limit,
-                    "only the ets and rebase methods enforce a KV limit",
-                ));
-            }
         }
         if let Some(limit) = self.retention_time_limit.filter(|t| t.is_zero()) {
             return Err(ConfigError::new(
@@ -462,12 +456,14 @@ mod tests {
             "answer_markers"
         );
         assert_eq!(rejected(|c| c.kv_limit = Some(0)).field, "kv_limit");
-        let e = rejected(|c| {
-            c.method = Method::Beam;
-            c.kv_limit = Some(4096);
-        });
-        assert_eq!(e.field, "kv_limit");
-        assert!(e.to_string().contains("ets and rebase"), "{e}");
+        for method in [Method::Beam, Method::Dvts, Method::BestOfN] {
+            let limited = SearchConfig {
+                method,
+                kv_limit: Some(4096),
+                ..SearchConfig::default()
+            };
+            assert!(limited.validate().is_ok(), "{method:?} takes a KV limit");
+        }
         let e = rejected(|c| c.lambda_b = f64::NAN);
         assert!(
             e.to_string().contains("lambda_b") && e.to_string().contains("NaN"),

@@ -1,7 +1,7 @@
 //! The KV limit on many random toy searches: the live KV (the KV tree's peak live tokens, which
 //! counts the union of the root paths of every node the search holds, at every insertion) never
 //! exceeds `kv_limit`, every reference is released, and a limit that never binds changes
-//! nothing.
+//! nothing, for every method.
 
 mod support;
 
@@ -26,7 +26,13 @@ fn run(config: &SearchConfig) -> (SearchOutcome, u64) {
 
 fn config_strategy() -> impl Strategy<Value = SearchConfig> {
     (
-        prop_oneof![Just(Method::Ets), Just(Method::Rebase)],
+        prop_oneof![
+            Just(Method::Ets),
+            Just(Method::Rebase),
+            Just(Method::Beam),
+            Just(Method::Dvts),
+            Just(Method::BestOfN),
+        ],
         1usize..=12,
         1usize..=6,
         4usize..=20,
@@ -109,15 +115,31 @@ proptest! {
                         .map(|&id| PROMPT + o.nodes[id as usize].path_tokens as u64)
                         .min();
                     match cheapest {
+                        // DVTS also ends at the limit when its subtrees run out after the
+                        // limit narrowed a depth, candidates left that would fit.
+                        Some(cheapest) if config.method == Method::Dvts => prop_assert!(
+                            cheapest + step > limit
+                                || (last.kept.is_empty()
+                                    && o.stats.finished + o.stats.truncated < config.width)
+                        ),
                         Some(cheapest) => prop_assert!(cheapest + step > limit),
                         None => {
                             prop_assert!(o.stats.finished + o.stats.truncated < config.width);
-                            prop_assert!(narrowed(&o, &config), "the limit never narrowed a depth");
+                            // DVTS spends subtree budgets, not the width left, so only its
+                            // fitting knows whether the limit narrowed it.
+                            if config.method != Method::Dvts {
+                                prop_assert!(
+                                    narrowed(&o, &config),
+                                    "the limit never narrowed a depth"
+                                );
+                            }
                         }
                     }
                 }
             }
-        } else if o.end == EndReason::FrontierEmpty {
+        } else if o.end == EndReason::FrontierEmpty
+            && matches!(config.method, Method::Ets | Method::Rebase | Method::Beam)
+        {
             prop_assert!(!narrowed(&o, &config), "a narrowed search ends at the limit");
         }
         prop_assert_eq!(o.trajectories.len(), o.stats.finished);
@@ -141,36 +163,50 @@ proptest! {
 
 #[test]
 fn tight_limits_end_searches_cleanly_and_loose_ones_bind_less() {
-    // One config, limits from below the prompt to far above: the search always ends, never
-    // over its limit, and some limits in between bind (fewer children than without a limit).
-    let base = SearchConfig {
-        method: Method::Ets,
-        width: 8,
-        max_depth: 6,
-        max_step_tokens: 20,
-        max_total_tokens: 120,
-        lambda_s: Some(1.5),
-        seed: 7,
-        ..SearchConfig::default()
-    };
-    let (free, _) = run(&base);
-    let free_children: usize = free.depths.iter().map(|d| d.children_created).sum();
-    let mut ended_by_limit = 0;
-    let mut bound = 0;
-    for limit in (0..=400).step_by(10) {
-        let c = SearchConfig {
-            kv_limit: Some(limit.max(1)),
-            ..base.clone()
+    // One config per method, limits from below the prompt to far above: the search always ends,
+    // never over its limit, and some limits in between bind (fewer children than without one).
+    for method in [
+        Method::Ets,
+        Method::Rebase,
+        Method::Beam,
+        Method::Dvts,
+        Method::BestOfN,
+    ] {
+        let base = SearchConfig {
+            method,
+            width: 8,
+            max_depth: 6,
+            max_step_tokens: 20,
+            max_total_tokens: 120,
+            lambda_s: Some(1.5),
+            seed: 7,
+            ..SearchConfig::default()
         };
-        let (o, peak) = run(&c);
-        assert!(peak <= limit.max(1), "limit {limit}: peak {peak}");
-        ended_by_limit += usize::from(o.end == EndReason::KvLimit);
-        let children: usize = o.depths.iter().map(|d| d.children_created).sum();
-        bound += usize::from(children < free_children);
+        let (free, _) = run(&base);
+        let free_children: usize = free.depths.iter().map(|d| d.children_created).sum();
+        let mut ended_by_limit = 0;
+        let mut bound = 0;
+        for limit in (0..=400).step_by(10) {
+            let c = SearchConfig {
+                kv_limit: Some(limit.max(1)),
+                ..base.clone()
+            };
+            let (o, peak) = run(&c);
+            assert!(
+                peak <= limit.max(1),
+                "{method:?}, limit {limit}: peak {peak}"
+            );
+            ended_by_limit += usize::from(o.end == EndReason::KvLimit);
+            let children: usize = o.depths.iter().map(|d| d.children_created).sum();
+            bound += usize::from(children < free_children);
+        }
+        assert!(
+            ended_by_limit >= 3,
+            "{method:?}: {ended_by_limit} searches ended by the limit"
+        );
+        assert!(
+            bound >= 5,
+            "{method:?}: {bound} searches were bound by the limit"
+        );
     }
-    assert!(
-        ended_by_limit >= 3,
-        "{ended_by_limit} searches ended by the limit"
-    );
-    assert!(bound >= 5, "{bound} searches were bound by the limit");
 }

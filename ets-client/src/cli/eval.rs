@@ -1,4 +1,4 @@
-//! `ets eval`: every method × width × seed on the same problems through one daemon connection,
+//! `ets eval`: every method × width × seed (× KV limit) on the same problems through one daemon connection,
 //! one `results.jsonl` line per cell (resumable), then `summary.json`, `summary.md` and plots
 //! (see `eval_output`). Voting, grading and aggregation are `ets_core::eval`'s.
 
@@ -25,9 +25,10 @@ const GSM8K: &str = include_str!("../../../data/gsm8k_test.jsonl");
 
 /// Shown by `ets eval --help`.
 pub const AFTER_HELP: &str = "\
-Outputs in --out: results.jsonl (one line per problem × method × width × seed, with the full
-search tree and the vote), summary.json, summary.md, kv_per_depth_w<W>.svg (live KV tokens per
-depth, one line per method) and accuracy_vs_kv.svg. Rerunning with the same --out skips the
+Outputs in --out: results.jsonl (one line per problem × method × width × seed × KV limit, with
+the full search tree and the vote), summary.json, summary.md, kv_per_depth_w<W>.svg (live KV
+tokens per depth, one line per method; one file per limit with --kv-limits) and
+accuracy_vs_kv.svg (one point per width and limit). Rerunning with the same --out skips the
 cells already in results.jsonl. The built-in datasets are data/math500.jsonl and
 data/gsm8k_test.jsonl (MIT); --dataset also takes a JSONL file of your own.
 Exit: 0 every cell ran, 4 some failed (rerun to retry them), 130 interrupted (rerun to resume).";
@@ -80,6 +81,12 @@ pub struct EvalArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0")]
     pub seeds: Vec<u64>,
 
+    /// KV limits to sweep (comma-separated tokens; `none` runs without one): every method runs
+    /// every problem under each, for accuracy against KV at equal limits.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', conflicts_with = "kv_limit",
+          value_parser = parse_kv_limit)]
+    pub kv_limits: Vec<KvLimit>,
+
     /// Output directory (created; reused to resume).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -95,6 +102,24 @@ pub struct EvalArgs {
     pub search: SettingsArgs,
 }
 
+/// One entry of `--kv-limits`: a limit in tokens, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KvLimit(Option<u64>);
+
+fn parse_kv_limit(text: &str) -> Result<KvLimit, String> {
+    match text.trim() {
+        "none" => Ok(KvLimit(None)),
+        t => match t.parse::<u64>() {
+            Ok(0) => Err("a KV limit must be at least 1 token (or `none`)".into()),
+            Ok(n) => Ok(KvLimit(Some(n))),
+            Err(_) => Err(format!("`{t}` is not a token count or `none`")),
+        },
+    }
+}
+
+/// What distinguishes two searches of one problem: method, width, seed and KV limit.
+type Setting = (Method, usize, u64, Option<u64>);
+
 /// The validated eval plan: problems, answer conventions, grader and every cell's request.
 struct Plan {
     dataset: String,
@@ -104,6 +129,7 @@ struct Plan {
     methods: Vec<Method>,
     widths: Vec<usize>,
     seeds: Vec<u64>,
+    kv_limits: Vec<Option<u64>>,
 }
 
 /// `items` without repeats, first occurrences kept in order.
@@ -113,12 +139,16 @@ fn dedup<T: Copy + Eq + std::hash::Hash>(mut items: Vec<T>) -> Vec<T> {
     items
 }
 
-/// The resume key of a cell.
+/// The resume key of a cell (a cell without a KV limit keeps the key it had before limits).
 fn key_string(key: &CellKey) -> String {
-    format!(
+    let base = format!(
         "{}\t{}\t{}\t{}",
         key.problem_id, key.method, key.width, key.seed
-    )
+    );
+    match key.kv_limit {
+        Some(limit) => format!("{base}\t{limit}"),
+        None => base,
+    }
 }
 
 /// The resume key of a results line: a line that reads back as a whole record.
@@ -209,6 +239,13 @@ fn plan(args: &EvalArgs) -> anyhow::Result<Plan> {
     if methods.is_empty() || widths.is_empty() || seeds.is_empty() {
         return Err(UsageError("--methods, --widths and --seeds must not be empty".into()).into());
     }
+    let kv_limits = match args.kv_limits.is_empty() {
+        true => vec![args.search.kv_limit],
+        false => dedup(args.kv_limits.clone())
+            .into_iter()
+            .map(|l| l.0)
+            .collect(),
+    };
     Ok(Plan {
         dataset: name,
         answers,
@@ -217,40 +254,46 @@ fn plan(args: &EvalArgs) -> anyhow::Result<Plan> {
         methods,
         widths,
         seeds,
+        kv_limits,
     })
 }
 
 impl Plan {
     /// Every cell, problems outermost so a partial run has whole comparisons.
-    fn cells(&self) -> impl Iterator<Item = (&Problem, Method, usize, u64)> + '_ {
+    fn cells(&self) -> impl Iterator<Item = (&Problem, Setting)> + '_ {
         self.problems.iter().flat_map(move |p| {
             self.widths.iter().flat_map(move |&w| {
-                self.seeds
-                    .iter()
-                    .flat_map(move |&s| self.methods.iter().map(move |&m| (p, m, w, s)))
+                self.kv_limits.iter().flat_map(move |&l| {
+                    self.seeds
+                        .iter()
+                        .flat_map(move |&s| self.methods.iter().map(move |&m| (p, (m, w, s, l))))
+                })
             })
         })
     }
 
-    fn key(p: &Problem, m: Method, w: usize, s: u64) -> CellKey {
+    fn key(p: &Problem, (method, width, seed, kv_limit): Setting) -> CellKey {
         CellKey {
             problem_id: p.id.clone(),
-            method: m.name(),
-            width: w,
-            seed: s,
+            method: method.name(),
+            width,
+            seed,
+            kv_limit,
         }
     }
 }
 
-/// The request of one cell: the flags' caps, the cell's method, width and seed; GSM8K adds
-/// "####" to the answer markers (small models end GSM8K answers with it).
+/// The request of one cell: the flags' caps, the cell's method, width, seed and KV limit; GSM8K
+/// adds "####" to the answer markers (small models end GSM8K answers with it).
 fn request(
     search: &SettingsArgs,
     answers: Dataset,
     p: &Problem,
-    (method, width, seed): (Method, usize, u64),
+    setting: Setting,
 ) -> Result<SolveRequest, UsageError> {
+    let (method, width, seed, kv_limit) = setting;
     let mut search = search.clone();
+    search.kv_limit = kv_limit;
     if answers == Dataset::Gsm8k && !search.answer_markers.iter().any(|m| m == "####") {
         search.answer_markers.push("####".to_owned());
     }
@@ -260,7 +303,7 @@ fn request(
         seed: Some(seed),
     };
     let mut request = search.request(p.problem.clone(), overrides)?;
-    request.tag = Some(key_string(&Plan::key(p, method, width, seed)));
+    request.tag = Some(key_string(&Plan::key(p, setting)));
     request.stream_events = false;
     Ok(request)
 }
@@ -276,23 +319,24 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
 
     let mut todo = Vec::new();
     let mut skipped = 0usize;
-    for (p, m, w, s) in plan.cells() {
-        if done.contains(&key_string(&Plan::key(p, m, w, s))) {
+    for (p, setting) in plan.cells() {
+        if done.contains(&key_string(&Plan::key(p, setting))) {
             skipped += 1;
         } else {
             todo.push((
-                (p.clone(), m, w, s),
-                request(&args.search, plan.answers, p, (m, w, s))?,
+                (p.clone(), setting),
+                request(&args.search, plan.answers, p, setting)?,
             ));
         }
     }
     eprintln!(
-        "ets: eval on {} ({} problems × {} methods × {} widths × {} seeds): {} to run, {} already in {}",
+        "ets: eval on {} ({} problems × {} methods × {} widths × {} seeds × {} KV limits): {} to run, {} already in {}",
         plan.dataset,
         plan.problems.len(),
         plan.methods.len(),
         plan.widths.len(),
         plan.seeds.len(),
+        plan.kv_limits.len(),
         todo.len(),
         skipped,
         results_path.display()
@@ -302,9 +346,10 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
     let (mut failed, mut interrupted) = (0usize, false);
     if !todo.is_empty() {
         let bar = progress_bar(todo.len() as u64, skipped);
-        let on_result = |(p, m, w, s): (Problem, Method, usize, u64),
+        let on_result = |(p, (m, w, s, l)): (Problem, Setting),
                          result: Result<JobResult, ClientError>| {
-            let cell = format!("{} {} w={} seed={}", p.id, m.name(), w, s);
+            let limit = l.map_or_else(String::new, |l| format!(" kv-limit={l}"));
+            let cell = format!("{} {} w={} seed={}{limit}", p.id, m.name(), w, s);
             match result {
                 Ok(result) => {
                     let record = EvalRecord::new(
@@ -316,7 +361,8 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
                         plan.grader,
                         result.job,
                         result.outcome,
-                    );
+                    )
+                    .limited_to(l);
                     if record.kv_recount_tokens != record.outcome.stats.kv_metric_tokens {
                         bar.suspend(|| {
                             eprintln!(
@@ -364,7 +410,7 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
 
     let wanted: HashSet<String> = plan
         .cells()
-        .map(|(p, m, w, s)| key_string(&Plan::key(p, m, w, s)))
+        .map(|(p, setting)| key_string(&Plan::key(p, setting)))
         .collect();
     let summary = eval_output::write_reports(&args.out, &plan.dataset, plan.grader, &wanted)?;
     if g.json {
@@ -430,13 +476,67 @@ mod tests {
         assert_eq!(plan.methods, Method::ALL);
         let cells: Vec<_> = plan.cells().collect();
         assert_eq!(cells.len(), 2 * 5 * 2 * 2);
-        let (p, m, w, s) = cells[0];
-        let r = request(&args.search, plan.answers, p, (m, w, s)).unwrap();
+        let (p, setting) = cells[0];
+        let r = request(&args.search, plan.answers, p, setting).unwrap();
         assert!(r.config.answer_markers.iter().any(|m| m == "####"));
         assert_eq!(
             (r.config.method, r.config.width, r.config.seed),
             (Method::Ets, 4, 1)
         );
+        assert_eq!(r.config.kv_limit, None);
+    }
+
+    #[test]
+    fn kv_limits_sweep_every_cell_and_key_apart() {
+        let args = parse(&[
+            "--dataset",
+            "gsm8k",
+            "--limit",
+            "1",
+            "--methods",
+            "ets,beam",
+            "--widths",
+            "8",
+            "--kv-limits",
+            "800,none,400,800",
+        ]);
+        let plan = plan(&args).unwrap();
+        assert_eq!(plan.kv_limits, vec![Some(800), None, Some(400)]);
+        let cells: Vec<_> = plan.cells().collect();
+        assert_eq!(cells.len(), 2 * 3);
+        let keys: HashSet<String> = cells
+            .iter()
+            .map(|&(p, setting)| key_string(&Plan::key(p, setting)))
+            .collect();
+        assert_eq!(keys.len(), cells.len(), "every limit is its own cell");
+        for &(p, setting) in &cells {
+            let r = request(&args.search, plan.answers, p, setting).unwrap();
+            assert_eq!(r.config.kv_limit, setting.3);
+            assert_eq!((r.config.method, r.config.width), (setting.0, 8));
+        }
+        // No limit keeps the key results files had before limits.
+        let (p, setting) = cells.iter().find(|c| c.1 .3.is_none()).copied().unwrap();
+        assert_eq!(key_string(&Plan::key(p, setting)).split('\t').count(), 4);
+        // One --kv-limit is a sweep of one; both flags, a zero or a word are refused.
+        let one = plan_of(&["--dataset", "gsm8k", "--limit", "1", "--kv-limit", "900"]);
+        assert_eq!(one.kv_limits, vec![Some(900)]);
+        let refused = |a: &[&str]| {
+            let argv = ["t", "--out", "/tmp/x", "--dataset", "gsm8k"];
+            Wrapper::try_parse_from(argv.into_iter().chain(a.iter().copied()))
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert!(refused(&["--kv-limits", "900", "--kv-limit", "800"]).is_some());
+        assert!(refused(&["--kv-limits", "0"])
+            .unwrap()
+            .contains("at least 1"));
+        assert!(refused(&["--kv-limits", "lots"])
+            .unwrap()
+            .contains("`lots`"));
+    }
+
+    fn plan_of(args: &[&str]) -> Plan {
+        plan(&parse(args)).unwrap()
     }
 
     #[test]

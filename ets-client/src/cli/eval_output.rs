@@ -31,12 +31,24 @@ pub fn write_reports(
         serde_json::to_string_pretty(&summary)? + "\n",
     )?;
     write("summary.md", markdown_table(&summary))?;
-    let mut widths: Vec<usize> = summary.cells.iter().map(|c| c.width).collect();
-    widths.dedup();
-    for width in widths {
-        let cells: Vec<&CellSummary> = summary.cells.iter().filter(|c| c.width == width).collect();
-        let path = out.join(format!("kv_per_depth_w{width}.svg"));
-        plot_kv_per_depth(&path, width, &cells)
+    let mut settings: Vec<(usize, Option<u64>)> = summary
+        .cells
+        .iter()
+        .map(|c| (c.width, c.kv_limit))
+        .collect();
+    settings.dedup();
+    for (width, kv_limit) in settings {
+        let cells: Vec<&CellSummary> = summary
+            .cells
+            .iter()
+            .filter(|c| c.width == width && c.kv_limit == kv_limit)
+            .collect();
+        let name = match kv_limit {
+            Some(limit) => format!("kv_per_depth_w{width}_limit{limit}.svg"),
+            None => format!("kv_per_depth_w{width}.svg"),
+        };
+        let path = out.join(name);
+        plot_kv_per_depth(&path, width, kv_limit, &cells)
             .map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()))?;
     }
     let path = out.join("accuracy_vs_kv.svg");
@@ -73,7 +85,12 @@ fn axis_top(max: f64) -> f64 {
     }
 }
 
-fn plot_kv_per_depth(path: &Path, width: usize, cells: &[&CellSummary]) -> DrawResult {
+fn plot_kv_per_depth(
+    path: &Path,
+    width: usize,
+    kv_limit: Option<u64>,
+    cells: &[&CellSummary],
+) -> DrawResult {
     let depths = cells
         .iter()
         .map(|c| c.live_tokens_per_depth.len())
@@ -88,7 +105,10 @@ fn plot_kv_per_depth(path: &Path, width: usize, cells: &[&CellSummary]) -> DrawR
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("Live KV tokens per depth (width {width})"),
+            match kv_limit {
+                Some(limit) => format!("Live KV tokens per depth (width {width}, limit {limit})"),
+                None => format!("Live KV tokens per depth (width {width})"),
+            },
             ("sans-serif", 20),
         )
         .margin(15)
@@ -165,7 +185,7 @@ fn plot_accuracy_vs_kv(path: &Path, cells: &[CellSummary]) -> DrawResult {
         .build_cartesian_2d(0.0..axis_top(right), 0.0..1.05)?;
     chart
         .configure_mesh()
-        .x_desc("mean live KV tokens per depth (one point per width)")
+        .x_desc("mean live KV tokens per depth (one point per width and KV limit)")
         .y_desc("accuracy")
         .draw()?;
     let mut methods: Vec<&str> = cells.iter().map(|c| c.method.as_str()).collect();
@@ -174,11 +194,12 @@ fn plot_accuracy_vs_kv(path: &Path, cells: &[CellSummary]) -> DrawResult {
     methods.retain(|m| seen.insert(*m));
     for method in methods {
         let c = colour(method);
-        let points: Vec<(f64, f64)> = cells
+        let mut points: Vec<(f64, f64)> = cells
             .iter()
             .filter(|cell| cell.method == method)
             .map(|cell| (cell.mean_live_tokens, cell.accuracy))
             .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
         line_with_points(&mut chart, points, method, c, 4)?;
     }
     finish(chart, &root)

@@ -77,8 +77,9 @@ pub struct SettingsArgs {
     /// Hard limit on the search's live KV, in tokens of the policy's tree (prompt included):
     /// each depth spends only the width whose kept paths plus one full step per child fit, so
     /// the live KV never exceeds it; a search left without room ends `kv-limit` with the
-    /// trajectories finished so far (ETS and REBASE). The daemon's `--kv-budget` reserves this
-    /// limit instead of the search's worst case.
+    /// trajectories finished so far (every method: ETS and REBASE choose what to keep under it,
+    /// beam, DVTS and best-of-N give their own picks only the children that fit). The daemon's
+    /// `--kv-budget` reserves this limit instead of the search's worst case.
     #[arg(long, value_name = "TOKENS")]
     pub kv_limit: Option<u64>,
 
@@ -364,10 +365,10 @@ mod tests {
             .request("x", Overrides::default())
             .unwrap_err();
         assert!(e.0.starts_with("--kv-limit"), "{e}");
-        let e = parse(&["--method", "beam", "--kv-limit", "900"])
+        let r = parse(&["--method", "dvts", "--kv-limit", "900"])
             .request("x", Overrides::default())
-            .unwrap_err();
-        assert!(e.0.starts_with("--kv-limit") && e.0.contains("ets"), "{e}");
+            .unwrap();
+        assert_eq!(r.config.kv_limit, Some(900));
         assert!(Wrapper::try_parse_from(["t", "--kv-cost", "bytes"]).is_err());
     }
 }

@@ -39,6 +39,8 @@ pub struct CellKey {
     pub width: usize,
     /// Seed.
     pub seed: u64,
+    /// The search's KV limit in tokens (`--kv-limit`), if any.
+    pub kv_limit: Option<u64>,
 }
 
 /// What one cell produced: the voted, graded answer and the whole search outcome.
@@ -52,6 +54,10 @@ pub struct EvalRecord {
     pub width: usize,
     /// Seed.
     pub seed: u64,
+    /// The search's KV limit in tokens, if any (records written before limits read back as
+    /// none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_limit: Option<u64>,
     /// Answer conventions graded under (MATH or GSM8K; named `grader` for compatibility).
     pub grader: Dataset,
     /// The grader that decided `correct` and grouped `votes`. Records written before graders
@@ -130,6 +136,7 @@ impl EvalRecord {
             method,
             width,
             seed,
+            kv_limit: None,
             grader: dataset,
             math_grader: grader,
             reference: problem.reference.clone(),
@@ -140,6 +147,12 @@ impl EvalRecord {
             job,
             outcome,
         }
+    }
+
+    /// The same record for a search run under a KV limit of `kv_limit` tokens.
+    pub fn limited_to(mut self, kv_limit: Option<u64>) -> Self {
+        self.kv_limit = kv_limit;
+        self
     }
 
     /// The same record voted and graded again under `grader` (from its recorded trajectories;
@@ -161,6 +174,7 @@ impl EvalRecord {
             method: self.method.name(),
             width: self.width,
             seed: self.seed,
+            kv_limit: self.kv_limit,
         }
     }
 }
@@ -193,17 +207,29 @@ pub fn recount_kv(nodes: &[NodeRecord], depths: &[DepthRecord]) -> Vec<u64> {
         .collect()
 }
 
-/// Aggregates of one method × width over every problem and seed.
+/// Aggregates of one method × width × KV limit over every problem and seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellSummary {
     /// Method name.
     pub method: String,
     /// Width.
     pub width: usize,
+    /// KV limit in tokens, if the searches ran under one.
+    #[serde(default)]
+    pub kv_limit: Option<u64>,
     /// Searches (problems × seeds).
     pub runs: usize,
     /// Correct answers.
     pub correct: usize,
+    /// Searches that voted an answer (some trajectory finished with one).
+    #[serde(default)]
+    pub answered: usize,
+    /// Mean finished trajectories per run.
+    #[serde(default)]
+    pub finished_trajectories: f64,
+    /// How the runs ended: end reason (`width-spent`, `kv-limit`, `decided`, ...) → runs.
+    #[serde(default)]
+    pub ends: BTreeMap<String, usize>,
     /// `correct / runs`.
     pub accuracy: f64,
     /// Mean per run of the paper's KV metric (union tokens summed over depths).
@@ -232,11 +258,14 @@ pub struct CellSummary {
     pub live_tokens_per_depth: Vec<f64>,
 }
 
-/// ETS against REBASE at one width.
+/// ETS against REBASE at one width and KV limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
     /// Width.
     pub width: usize,
+    /// KV limit in tokens, if any.
+    #[serde(default)]
+    pub kv_limit: Option<u64>,
     /// REBASE's KV metric over ETS's (the paper: about 1.8).
     pub kv_rebase_over_ets: Option<f64>,
     /// REBASE's mean live tokens over ETS's.
@@ -260,9 +289,10 @@ pub struct EvalSummary {
     pub problems: usize,
     /// Seeds.
     pub seeds: Vec<u64>,
-    /// One entry per method × width: widths ascending, methods in `Method::ALL` order.
+    /// One entry per method × width × KV limit: widths ascending, then limits ascending (none
+    /// last), then methods in `Method::ALL` order.
     pub cells: Vec<CellSummary>,
-    /// One entry per width that ran both ETS and REBASE.
+    /// One entry per width and KV limit that ran both ETS and REBASE.
     pub comparisons: Vec<Comparison>,
 }
 
@@ -277,34 +307,45 @@ fn method_rank(name: &str) -> usize {
         .unwrap_or(Method::ALL.len())
 }
 
-/// Aggregates records into per method × width cells and the ETS/REBASE comparisons. Records
+/// Orders KV limits ascending with no limit last.
+fn limit_rank(limit: Option<u64>) -> (bool, u64) {
+    (limit.is_none(), limit.unwrap_or(0))
+}
+
+/// Aggregates records into per method × width × KV limit cells and the ETS/REBASE comparisons. Records
 /// graded otherwise than by `grader` are first [regraded](EvalRecord::regraded), so that every
 /// accuracy in the summary is `grader`'s.
 pub fn summarize(dataset: &str, grader: Grader, records: Vec<EvalRecord>) -> EvalSummary {
     let records: Vec<EvalRecord> = records.into_iter().map(|r| r.regraded(grader)).collect();
     let records = &records[..];
-    let mut groups: BTreeMap<(usize, usize), Vec<&EvalRecord>> = BTreeMap::new();
+    type Group = (usize, (bool, u64), usize);
+    let mut groups: BTreeMap<Group, Vec<&EvalRecord>> = BTreeMap::new();
     for r in records {
         groups
-            .entry((r.width, method_rank(r.method.name())))
+            .entry((
+                r.width,
+                limit_rank(r.kv_limit),
+                method_rank(r.method.name()),
+            ))
             .or_default()
             .push(r);
     }
     let cells: Vec<CellSummary> = groups.into_values().map(|rs| cell(&rs)).collect();
     let mut comparisons = Vec::new();
-    let widths: Vec<usize> = cells.iter().map(|c| c.width).collect();
-    for width in widths
-        .into_iter()
-        .collect::<std::collections::BTreeSet<_>>()
-    {
+    let settings: std::collections::BTreeSet<(usize, (bool, u64), Option<u64>)> = cells
+        .iter()
+        .map(|c| (c.width, limit_rank(c.kv_limit), c.kv_limit))
+        .collect();
+    for (width, _, kv_limit) in settings {
         let find = |m: Method| {
             cells
                 .iter()
-                .find(|c| c.width == width && c.method == m.name())
+                .find(|c| c.width == width && c.kv_limit == kv_limit && c.method == m.name())
         };
         if let (Some(ets), Some(rebase)) = (find(Method::Ets), find(Method::Rebase)) {
             comparisons.push(Comparison {
                 width,
+                kv_limit,
                 kv_rebase_over_ets: ratio(rebase.kv_metric_tokens, ets.kv_metric_tokens),
                 mean_live_rebase_over_ets: ratio(rebase.mean_live_tokens, ets.mean_live_tokens),
                 throughput_ets_over_rebase: ratio(
@@ -349,11 +390,19 @@ fn cell(records: &[&EvalRecord]) -> CellSummary {
             per_depth[i].1 += 1;
         }
     }
+    let mut ends = BTreeMap::new();
+    for r in records {
+        *ends.entry(r.outcome.end.to_string()).or_insert(0) += 1;
+    }
     CellSummary {
         method: records[0].method.name().to_owned(),
         width: records[0].width,
+        kv_limit: records[0].kv_limit,
         runs,
         correct,
+        answered: records.iter().filter(|r| r.answer.is_some()).count(),
+        finished_trajectories: mean(&|r| r.outcome.trajectories.len() as f64),
+        ends,
         accuracy: correct as f64 / n,
         kv_metric_tokens: mean(&|r| r.outcome.stats.kv_metric_tokens as f64),
         mean_live_tokens: mean(&|r| r.outcome.stats.mean_live_tokens),
@@ -388,6 +437,10 @@ fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×"))
 }
 
+fn limit(v: Option<u64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| v.to_string())
+}
+
 /// The summary as a markdown table, then the ETS/REBASE ratios per width.
 pub fn markdown_table(summary: &EvalSummary) -> String {
     let mut md = String::new();
@@ -397,22 +450,26 @@ pub fn markdown_table(summary: &EvalSummary) -> String {
         summary.dataset, summary.problems, summary.seeds, summary.grader
     );
     md.push_str(
-        "| method | width | runs | accuracy | KV metric (tok) | mean live tok | peak live tok \
-         | mean live MiB | peak live MiB | generated tok | policy calls | PRM calls \
-         | selection s | wall s | problems/min |\n",
+        "| method | width | KV limit | runs | accuracy | answered | finished/run | KV metric (tok) \
+         | mean live tok | peak live tok | mean live MiB | peak live MiB | generated tok \
+         | policy calls | PRM calls | selection s | wall s | problems/min | ends |\n",
     );
-    md.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    md.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
     for c in &summary.cells {
+        let ends: Vec<String> = c.ends.iter().map(|(e, n)| format!("{e} {n}")).collect();
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.3} ({}/{}) | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.1} | {:.1} \
-             | {:.1} | {:.3} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {:.3} ({}/{}) | {} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} \
+             | {:.1} | {:.1} | {:.1} | {:.3} | {:.2} | {:.2} | {} |",
             c.method,
             c.width,
+            limit(c.kv_limit),
             c.runs,
             c.accuracy,
             c.correct,
             c.runs,
+            c.answered,
+            c.finished_trajectories,
             c.kv_metric_tokens,
             c.mean_live_tokens,
             c.peak_live_tokens,
@@ -424,18 +481,20 @@ pub fn markdown_table(summary: &EvalSummary) -> String {
             c.selection_time_s,
             c.wall_time_s,
             c.problems_per_minute,
+            ends.join(", "),
         );
     }
     if !summary.comparisons.is_empty() {
         md.push_str(
-            "\n| width | KV metric REBASE/ETS | mean live REBASE/ETS | throughput ETS/REBASE \
-             | accuracy ETS − REBASE |\n|--:|--:|--:|--:|--:|\n",
+            "\n| width | KV limit | KV metric REBASE/ETS | mean live REBASE/ETS \
+             | throughput ETS/REBASE | accuracy ETS − REBASE |\n|--:|--:|--:|--:|--:|--:|\n",
         );
         for c in &summary.comparisons {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {:+.3} |",
+                "| {} | {} | {} | {} | {} | {:+.3} |",
                 c.width,
+                limit(c.kv_limit),
                 opt(c.kv_rebase_over_ets),
                 opt(c.mean_live_rebase_over_ets),
                 opt(c.throughput_ets_over_rebase),

@@ -243,11 +243,79 @@ fn summary_aggregates_cells_and_ratios() {
     assert_eq!(c.throughput_ets_over_rebase, Some(1.5));
     assert_eq!(c.accuracy_ets_minus_rebase, 0.0);
     let md = markdown_table(&s);
-    assert!(md.contains("| ets | 4 | 1 | 1.000 (1/1) | 46.0 |"), "{md}");
     assert!(
-        md.contains("| 4 | 2.00× | 2.00× | 1.50× | +0.000 |"),
+        md.contains("| ets | 4 | – | 1 | 1.000 (1/1) | 1 | 1.0 | 46.0 |"),
         "{md}"
     );
+    assert!(
+        md.contains("| 4 | – | 2.00× | 2.00× | 1.50× | +0.000 |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn kv_limits_are_cells_of_their_own_ordered_with_no_limit_last() {
+    let p = problem("8");
+    let rec = |m, scale, limit| {
+        EvalRecord::new(
+            &p,
+            m,
+            4,
+            0,
+            Dataset::Gsm8k,
+            Grader::Prm800k,
+            1,
+            outcome(scale, &[("8", 0.9)], 1000),
+        )
+        .limited_to(limit)
+    };
+    let records = vec![
+        rec(Method::Ets, 1, None),
+        rec(Method::Rebase, 2, Some(400)),
+        rec(Method::Ets, 1, Some(400)),
+        rec(Method::Rebase, 1, None),
+        rec(Method::Ets, 1, Some(90)),
+    ];
+    assert_ne!(
+        records[0].key(),
+        records[2].key(),
+        "the limit is part of the key"
+    );
+    let line = serde_json::to_string(&records[2]).unwrap();
+    let back: EvalRecord = serde_json::from_str(&line).unwrap();
+    assert_eq!(back.kv_limit, Some(400));
+    assert!(!serde_json::to_string(&records[0])
+        .unwrap()
+        .contains("kv_limit"));
+    let s = summarize("gsm8k", Grader::Prm800k, records);
+    let cells: Vec<(&str, Option<u64>)> = s
+        .cells
+        .iter()
+        .map(|c| (c.method.as_str(), c.kv_limit))
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ("ets", Some(90)),
+            ("ets", Some(400)),
+            ("rebase", Some(400)),
+            ("ets", None),
+            ("rebase", None)
+        ]
+    );
+    assert!(s.cells.iter().all(|c| c.runs == 1 && c.answered == 1));
+    assert_eq!(s.cells[0].ends.values().sum::<usize>(), 1);
+    let limits: Vec<Option<u64>> = s.comparisons.iter().map(|c| c.kv_limit).collect();
+    assert_eq!(
+        limits,
+        [Some(400), None],
+        "ETS against REBASE at equal limits"
+    );
+    assert_eq!(s.comparisons[0].kv_rebase_over_ets, Some(2.0));
+    assert_eq!(s.comparisons[1].kv_rebase_over_ets, Some(1.0));
+    let md = markdown_table(&s);
+    assert!(md.contains("| ets | 4 | 90 | 1 |"), "{md}");
+    assert!(md.contains("| 4 | 400 | 2.00× |"), "{md}");
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use ets_kvtree::{KvTree, NodeId};
 
+use super::kv_fit::KvRoom;
 use super::lease::KvLease;
 use super::outcome::{
     DepthRecord, EndReason, NodeRecord, NodeState, SearchOutcome, SearchStats, Trajectory,
@@ -37,7 +38,7 @@ pub(super) struct Driver<'a, 't> {
     pub(super) stats: SearchStats,
     stop: bool,
     /// Whether the KV limit made some depth spend less width than remained.
-    kv_narrowed: bool,
+    pub(super) kv_narrowed: bool,
     best: Option<String>,
     /// DVTS: budget of each subtree, and whether it has ended.
     pub(super) subtree_budgets: Vec<usize>,
@@ -243,7 +244,9 @@ impl<'a, 't> Driver<'a, 't> {
                     let cheapest = prompt + paths.clone().min().unwrap_or(0) as u64;
                     room = paths.map(|p| self.child_room(p)).max().unwrap_or(room);
                     let width = self.kv_width(cheapest, room, remaining);
-                    self.kv_narrowed |= width < remaining;
+                    // DVTS spends its subtrees' budgets, not the width left; its fitting says
+                    // when the limit narrowed it.
+                    self.kv_narrowed |= width < remaining && self.config.method != Method::Dvts;
                     Some(width)
                 }
                 _ => None,
@@ -259,17 +262,14 @@ impl<'a, 't> Driver<'a, 't> {
                 Vec::new()
             } else {
                 let width = kv_width.unwrap_or(remaining);
-                let capacity = self
-                    .config
-                    .kv_limit
-                    .map(|limit| limit - width as u64 * room);
+                let kv = self.config.kv_limit.map(|limit| KvRoom { limit, room });
                 let next = selection::select(
                     &mut self,
                     depth,
                     &open,
                     &scored.scored,
                     width,
-                    capacity,
+                    kv,
                     &mut record,
                 )?;
                 let kept: Vec<NodeId> = next.iter().map(|&(i, _)| self.nodes[i].kv).collect();

@@ -11,7 +11,7 @@
 //!
 //! # The KV limit
 //!
-//! With [`SearchConfig::kv_limit`] = `L` tokens (ETS and REBASE), the search's live KV, the
+//! With [`SearchConfig::kv_limit`] = `L` tokens (every method), the search's live KV, the
 //! tokens of the union of the root paths of every node it holds (what the caller's [`KvTree`]
 //! counts as live, the prompt included), never exceeds `L`. Enforcement, per depth:
 //! - The driver picks the depth's width `w = min(W_rem, ⌊(L − p_min)/s⌋)`, where `W_rem` is
@@ -28,17 +28,24 @@
 //!   (solved exactly: the solver's knapsack), and both REBASE passes allocate exactly `w`
 //!   children. REBASE under a limit solves the same problem with `λ_b = λ_s = 0` (the most
 //!   target mass that fits); without a limit it is plain REBASE.
+//! - Beam, DVTS and best-of-N keep their own choice and order of candidates (beam's top
+//!   `⌈√w⌉` and their share of `w`, each DVTS subtree's best child with the subtree's budget,
+//!   every best-of-N trajectory with one child), taken in score order while the union of the
+//!   kept paths plus `s` per planned child fits `L`; a candidate that fits with fewer children
+//!   gets fewer, one that does not fit is pruned (a DVTS subtree then ends). Beam hands the
+//!   share of a candidate it could not keep to those it kept, as far as `L` allows.
 //! - Every request's `max_tokens` is at most `s`, and under a limit a step longer than its
 //!   request allowed is an error ([`SearchError::StepTooLong`]) before it enters the tree.
 //!
 //! Why it holds: after the selection the search holds only the planned nodes, whose paths hold
-//! at most `C` tokens (nodes the tree deduplicates only lower the real count). The expansion
+//! at most `C` tokens (for beam, DVTS and best-of-N, `C = L − s` × the children planned) (nodes the tree deduplicates only lower the real count). The expansion
 //! adds at most `w` children of at most `s` tokens each, and releases a parent only after its
 //! children are in, so at every moment of the expansion the live KV is at most `C + w·s = L`;
 //! scoring, closing and pruning only release references. The next depth starts from the
 //! planned nodes again. Without a limit nothing of this runs and searches are unchanged.
 
 mod driver;
+mod kv_fit;
 mod lease;
 mod outcome;
 mod selection;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::driver::Driver;
+use super::kv_fit::{self, KvRoom, Wish};
 use super::outcome::{DepthRecord, NodeState, RetentionSummary};
 use super::SearchEvent;
 use crate::config::{KvCost, Method};
@@ -16,15 +17,17 @@ pub(super) type Plan = Vec<(usize, usize)>;
 /// Allocates children over `open` (indices of open nodes at `depth`), prunes the rest, and fills
 /// the selection fields of `record`. `scored` is every child of this depth that has a score
 /// (finished and truncated ones included), which DVTS needs. `remaining` is the width to
-/// allocate; `capacity`, under a KV limit, the most tokens the kept candidates' paths may hold
-/// (ETS and REBASE, which then goes through the retention problem with `λ_b = λ_s = 0`).
+/// allocate; `kv`, under a KV limit, what the kept paths and the planned children may hold: ETS
+/// and REBASE (which then goes through the retention problem with `λ_b = λ_s = 0`) get the
+/// capacity left beside `remaining` children, the other methods fit their own allocation
+/// ([`kv_fit`]).
 pub(super) fn select(
     d: &mut Driver<'_, '_>,
     depth: usize,
     open: &[usize],
     scored: &[usize],
     remaining: usize,
-    capacity: Option<u64>,
+    kv: Option<KvRoom>,
     record: &mut DepthRecord,
 ) -> Result<Plan, SearchError> {
     let started = Instant::now();
@@ -34,14 +37,18 @@ pub(super) fn select(
         .collect();
     let ids: Vec<u64> = open.iter().map(|&i| d.nodes[i].record.id).collect();
     let config = d.config;
-    let allocation = match config.method {
-        Method::Rebase if capacity.is_none() => {
+    let allocation = match (config.method, kv) {
+        (Method::Rebase, None) => {
             rebase::allocate(&scores, remaining, config.selection_temperature)
         }
-        Method::Beam => beam::allocate(&scores, &ids, remaining),
-        Method::BestOfN => vec![1; open.len()],
-        Method::Dvts => dvts(d, open, scored),
-        Method::Ets | Method::Rebase => {
+        (Method::Beam, None) => beam::allocate(&scores, &ids, remaining),
+        (Method::BestOfN, None) => vec![1; open.len()],
+        (Method::Dvts, None) => dvts(d, open, scored),
+        (Method::Beam | Method::BestOfN | Method::Dvts, Some(kv)) => {
+            fitted(d, open, scored, &scores, &ids, remaining, kv)
+        }
+        (Method::Ets | Method::Rebase, _) => {
+            let capacity = kv.map(|kv| kv.capacity(remaining));
             // REBASE under a KV limit is ETS without costs: keep the most target mass that
             // fits, then REBASE over the kept candidates.
             let (lambda_b, lambda_s, kv_cost) = match config.method {
@@ -213,6 +220,49 @@ fn ancestry(d: &Driver<'_, '_>, open: &[usize]) -> Ancestry {
         candidate_parent,
         ancestor_parent,
     }
+}
+
+/// Beam, best-of-N or DVTS under a KV limit: the method's own wish (beam's kept candidates and
+/// their share of `remaining`, one child per best-of-N trajectory, each DVTS subtree's budget for
+/// its best child), fitted to `kv` in score order. A DVTS subtree whose best child gets no room
+/// ends.
+fn fitted(
+    d: &mut Driver<'_, '_>,
+    open: &[usize],
+    scored: &[usize],
+    scores: &[f64],
+    ids: &[u64],
+    remaining: usize,
+    kv: KvRoom,
+) -> Vec<usize> {
+    let order = beam::ranked(scores, ids);
+    let (want, width, max_kept) = match d.config.method {
+        Method::Beam if !open.is_empty() && remaining > 0 => {
+            let keep = ((remaining as f64).sqrt().ceil() as usize).clamp(1, open.len());
+            (vec![remaining.div_ceil(keep); open.len()], remaining, keep)
+        }
+        Method::BestOfN => (vec![1; open.len()], usize::MAX, usize::MAX),
+        Method::Dvts => (dvts(d, open, scored), usize::MAX, usize::MAX),
+        _ => (vec![0; open.len()], 0, 0),
+    };
+    let wish = Wish {
+        order: &order,
+        want: &want,
+        width,
+        max_kept,
+        share_left: d.config.method == Method::Beam,
+    };
+    let fitted = kv_fit::fit(&d.nodes, open, &wish, kv);
+    d.kv_narrowed |= fitted.narrowed;
+    if d.config.method == Method::Dvts {
+        for (&i, (&wanted, &got)) in open.iter().zip(want.iter().zip(&fitted.children)) {
+            if wanted > 0 && got == 0 {
+                let subtree = d.nodes[i].record.subtree;
+                d.subtree_done[subtree] = true;
+            }
+        }
+    }
+    fitted.children
 }
 
 /// DVTS: in each live subtree the best scored child of this depth continues with the subtree's

@@ -181,7 +181,7 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
         ),
         ("refused-zero-kv-limit", solve(|r| r.config.kv_limit = Some(0))),
         (
-            "refused-kv-limit-beam",
+            "solve-kv-limit-beam",
             solve(|r| {
                 r.config.method = Method::Beam;
                 r.config.kv_limit = Some(900);
