@@ -110,25 +110,18 @@ pub trait CausalLm: Send + Sync + std::fmt::Debug {
     fn prompt_cache(&self) -> Option<PromptCacheStats> {
         None
     }
+
+    /// Evicts warm prompts, least recently used first, until they hold at most `max_bytes`
+    /// (their cap is unchanged: they may grow again).
+    fn trim_prompt_cache(&self, max_bytes: u64) {
+        let _ = max_bytes;
+    }
 }
 
-/// What an engine's cache of warm prompts (root prompts' K/V kept across jobs) did so far, and
-/// holds now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PromptCacheStats {
-    /// Jobs' first prefills that found their prompt cached.
-    pub hits: u64,
-    /// Jobs' first prefills that did not.
-    pub misses: u64,
-    /// Prompt tokens not prefilled thanks to hits.
-    pub tokens_reused: u64,
-    /// Prompts cached now.
-    pub entries: usize,
-    /// Their K/V bytes.
-    pub bytes: u64,
-    /// The cap on those bytes.
-    pub max_bytes: u64,
-}
+pub use ets_core::protocol::PromptCacheStats;
+
+/// Default byte cap of a native engine's warm prompts across jobs (`etsd --prompt-cache`).
+pub const DEFAULT_PROMPT_CACHE_BYTES: u64 = 256 << 20;
 
 /// A sentence embedder shared by every job that names it.
 pub trait TextEmbedder: Send + Sync + std::fmt::Debug {
@@ -146,6 +139,8 @@ pub trait TextEmbedder: Send + Sync + std::fmt::Debug {
 pub struct LoadContext<'a> {
     /// The private `HF_HOME` mistral.rs writes to (the store's).
     pub hf_home: &'a Path,
+    /// Byte cap of the native engine's warm prompts across jobs (0 keeps none).
+    pub prompt_cache_bytes: u64,
 }
 
 /// Loads a causal LM on `engine`.
@@ -172,6 +167,7 @@ pub fn load_causal_lm(
             };
             let engine =
                 crate::native::NativeEngine::load(&path, crate::native::WeightMode::Quantized)?;
+            engine.set_prompt_cache_bytes(context.prompt_cache_bytes);
             Ok(Arc::new(crate::native::NativeLm::new(Arc::new(engine))))
         }
         #[cfg(feature = "mistralrs")]

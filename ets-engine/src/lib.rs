@@ -49,6 +49,7 @@ pub use embedder::{BertEmbedder, MAX_TOKENS as EMBEDDER_MAX_TOKENS};
 pub use engines::{
     auto_engine, load_causal_lm, load_embedder, load_remote_embedder, load_remote_model, CausalLm,
     EngineKind, LoadContext, PromptCacheStats, SharedEmbedder, TextEmbedder,
+    DEFAULT_PROMPT_CACHE_BYTES,
 };
 pub use error::Error;
 pub use files::{disk_bytes, ModelFiles};

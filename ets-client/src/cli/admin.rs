@@ -348,11 +348,26 @@ fn status_text(r: &StatusReport) -> String {
     if r.kv_nodes_leaked > 0 {
         out.push_str(&format!("KV leaked      {} nodes\n", r.kv_nodes_leaked));
     }
+    let in_budget = match r.kv_budget_bytes {
+        Some(_) => " (in the budget, giving way to jobs)",
+        None => "",
+    };
+    let warm_models = r.models.iter().filter(|m| m.prompt_cache.is_some()).count();
+    if warm_models > 0 {
+        out.push_str(&format!(
+            "warm prompts   {}{in_budget}\n",
+            bytes(r.prompt_cache_bytes)
+        ));
+    }
     if r.models.is_empty() {
         out.push_str("\nno models loaded\n");
     } else {
         out.push('\n');
         out.push_str(&loaded_table(&r.models));
+    }
+    if warm_models > 0 {
+        out.push_str("\nwarm prompts across jobs\n");
+        out.push_str(&prompt_cache_table(&r.models));
     }
     for m in r.models.iter().filter(|m| !m.endpoints.is_empty()) {
         out.push_str(&format!("\nendpoints of {}\n", m.model));
@@ -363,6 +378,38 @@ fn status_text(r: &StatusReport) -> String {
         out.push_str(&jobs_table(&r.jobs));
     }
     out
+}
+
+fn prompt_cache_table(models: &[ModelInfo]) -> String {
+    let rows: Vec<Vec<String>> = models
+        .iter()
+        .filter_map(|m| m.prompt_cache.map(|c| (m, c)))
+        .map(|(m, c)| {
+            vec![
+                m.model.clone(),
+                count(c.entries),
+                bytes(c.bytes),
+                bytes(c.max_bytes),
+                count(c.hits),
+                count(c.shared_hits),
+                count(c.misses),
+                count(c.tokens_reused),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "MODEL",
+            "PROMPTS",
+            "BYTES",
+            "CAP",
+            "HITS",
+            "SHARED",
+            "MISSES",
+            "TOKENS REUSED",
+        ],
+        &rows,
+    )
 }
 
 fn endpoints_table(endpoints: &[EndpointInfo]) -> String {
@@ -478,5 +525,64 @@ mod tests {
         );
         assert!(text.contains("budget 1.0 GiB"), "{text}");
         assert!(text.contains("no models loaded"), "{text}");
+        assert!(!text.contains("warm prompts"), "{text}");
+    }
+
+    #[test]
+    fn the_status_text_shows_warm_prompts_per_model() {
+        let model = ModelInfo {
+            model: "smollm2-135m".into(),
+            path: "/m".into(),
+            state: ets_core::protocol::ModelState::Ready,
+            engine: "native".into(),
+            in_use: 0,
+            roles: Vec::new(),
+            pinned: false,
+            bytes: 1,
+            idle_secs: 0,
+            keep_alive_secs: 60,
+            endpoints: Vec::new(),
+            prompt_cache: Some(ets_core::protocol::PromptCacheStats {
+                hits: 7,
+                shared_hits: 3,
+                misses: 2,
+                tokens_reused: 1234,
+                entries: 5,
+                bytes: 3 << 20,
+                max_bytes: 256 << 20,
+            }),
+        };
+        let report = StatusReport {
+            models: vec![model],
+            kv_budget_bytes: Some(1 << 30),
+            prompt_cache_bytes: 3 << 20,
+            ..StatusReport::default()
+        };
+        let text = status_text(&report);
+        assert!(
+            text.contains("warm prompts   3.0 MiB (in the budget"),
+            "{text}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("smollm2-135m") && l.contains("256.0 MiB"))
+            .unwrap_or_else(|| panic!("no warm prompt row: {text}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "smollm2-135m",
+                "5",
+                "3.0",
+                "MiB",
+                "256.0",
+                "MiB",
+                "7",
+                "3",
+                "2",
+                "1,234"
+            ],
+            "{text}"
+        );
     }
 }

@@ -195,9 +195,10 @@ mod tests {
         assert!(e.to_string().starts_with("malformed message"), "{e}");
     }
 
-    /// The bytes of messages that cover the search settings and end reasons, pinned to the
-    /// protocol version: a change to them that keeps [`PROTOCOL_VERSION`] would let a client
-    /// and daemon of different builds greet each other and then misread every solve.
+    /// The bytes of messages that cover the search settings, end reasons and (from protocol 6)
+    /// a status report, pinned to the protocol version: a change to them that keeps
+    /// [`PROTOCOL_VERSION`] would let a client and daemon of different builds greet each other
+    /// and then misread every solve or status.
     #[test]
     fn the_wire_format_changes_only_with_the_protocol_version() {
         use crate::search::EndReason;
@@ -208,11 +209,44 @@ mod tests {
         request.config.kv_cost = crate::KvCost::Tokens;
         let mut wire = encode_frame(&Request::Solve(Box::new(request))).unwrap();
         wire.extend(encode_frame(&EndReason::ALL.to_vec()).unwrap());
+        // A status report with a model and its warm prompts (protocol 6 on).
+        let model = crate::protocol::ModelInfo {
+            model: "m".into(),
+            path: "/m".into(),
+            state: crate::protocol::ModelState::Ready,
+            engine: "native".into(),
+            in_use: 1,
+            roles: Vec::new(),
+            pinned: false,
+            bytes: 2,
+            idle_secs: 3,
+            keep_alive_secs: -1,
+            endpoints: Vec::new(),
+            prompt_cache: Some(crate::protocol::PromptCacheStats {
+                hits: 4,
+                shared_hits: 5,
+                misses: 6,
+                tokens_reused: 7,
+                entries: 8,
+                bytes: 9,
+                max_bytes: 10,
+            }),
+        };
+        let status = crate::protocol::StatusReport {
+            models: vec![model],
+            prompt_cache_bytes: 11,
+            ..Default::default()
+        };
+        wire.extend(encode_frame(&Response::Status(Box::new(status))).unwrap());
         // FNV-1a, 64-bit.
         let hash = wire.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
-        let pinned: &[(u32, u64)] = &[(4, 0xa858_8721_3f6f_b43a), (5, 0xe36c_7805_5b10_06b8)];
+        let pinned: &[(u32, u64)] = &[
+            (4, 0xa858_8721_3f6f_b43a),
+            (5, 0xe36c_7805_5b10_06b8),
+            (6, 0xf3c3_0fbb_d6e8_2554),
+        ];
         let expected = pinned.iter().find(|p| p.0 == PROTOCOL_VERSION).map(|p| p.1);
         assert_eq!(
             expected,

@@ -280,6 +280,29 @@ pub struct ModelInfo {
     pub keep_alive_secs: i64,
     /// Its endpoints, for a remote model (empty otherwise).
     pub endpoints: Vec<EndpointInfo>,
+    /// Its warm prompts across jobs, on an engine that keeps them (the native one).
+    pub prompt_cache: Option<PromptCacheStats>,
+}
+
+/// What a model's cache of warm prompts (root prompts' K/V kept across jobs) did so far, and
+/// holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptCacheStats {
+    /// Jobs' first prefills that found their prompt cached whole.
+    pub hits: u64,
+    /// Jobs' first prefills that found only a start of their prompt (a chat template's
+    /// header) shared with a cached one, and computed the rest on it.
+    pub shared_hits: u64,
+    /// Jobs' first prefills that found nothing.
+    pub misses: u64,
+    /// Prompt tokens not prefilled thanks to hits and shared hits.
+    pub tokens_reused: u64,
+    /// Prompts cached now.
+    pub entries: u64,
+    /// Their K/V bytes.
+    pub bytes: u64,
+    /// The cap on those bytes (`etsd --prompt-cache`).
+    pub max_bytes: u64,
 }
 
 /// A model served by remote engines: a named set of endpoints.
@@ -361,6 +384,9 @@ pub struct StatusReport {
     pub kv_nodes_leaked: u64,
     /// KV byte budget, if any.
     pub kv_budget_bytes: Option<u64>,
+    /// Bytes of the warm prompts kept across jobs, over all models. Under a KV budget they
+    /// count in it and give way: a job that would not fit beside them evicts them.
+    pub prompt_cache_bytes: u64,
 }
 
 /// Progress of a job.

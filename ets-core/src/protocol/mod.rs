@@ -20,4 +20,4 @@ pub use screen::{check_remote, check_request, check_solve};
 pub use socket::{current_uid, default_socket_path, SOCKET_ENV};
 
 /// Version of the wire protocol; bumped on any incompatible change of [`messages`].
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;

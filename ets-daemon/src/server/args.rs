@@ -34,6 +34,13 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub kv_budget: Option<u64>,
 
+    /// Byte cap of each native model's warm prompts: the K/V of root prompts kept across jobs
+    /// so that a repeated problem, or one sharing a chat header, is not prefilled again (0
+    /// keeps none). Under --kv-budget they count in the budget and give way to jobs.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes,
+          default_value_t = ets_engine::DEFAULT_PROMPT_CACHE_BYTES)]
+    pub prompt_cache: u64,
+
     /// Idle keep-alive of a loaded model in seconds; -1 keeps models forever.
     #[arg(
         long,
@@ -172,6 +179,7 @@ impl Default for DaemonArgs {
             max_concurrent: 2,
             max_queue: 1024,
             kv_budget: None,
+            prompt_cache: ets_engine::DEFAULT_PROMPT_CACHE_BYTES,
             keep_alive: 1800,
             idle_exit: None,
             log_file: None,

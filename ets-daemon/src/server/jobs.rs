@@ -8,10 +8,15 @@
 //! when it leaves the queue and gives it back when it ends. The queue is ordered by submission;
 //! its head starts when a slot is free and its reservation fits the budget; nothing behind it
 //! overtakes it.
+//!
+//! The budget also holds memory that is not a job's but gives way to jobs ([`YieldingKv`]: the
+//! models' warm prompts). When a job starts, that memory is trimmed to what the running jobs'
+//! reservations leave of the budget, so it never keeps a job waiting and reservations plus
+//! warm prompts stay within the budget at every start.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use ets_core::protocol::{JobEvent, JobId, JobInfo, JobState, Response};
@@ -228,6 +233,15 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// KV memory outside the jobs' reservations that the KV budget holds and that gives way to
+/// jobs: the models' warm prompts.
+pub trait YieldingKv: Send + Sync {
+    /// Bytes it holds now.
+    fn bytes(&self) -> u64;
+    /// Gives bytes back until it holds at most `max_bytes`.
+    fn trim(&self, max_bytes: u64);
+}
+
 /// Every job, and the queue.
 pub struct Jobs {
     all: Mutex<BTreeMap<JobId, Arc<Job>>>,
@@ -236,6 +250,8 @@ pub struct Jobs {
     max_concurrent: usize,
     max_queue: usize,
     kv_budget: Option<u64>,
+    /// What else the budget holds, once the daemon has it.
+    yielding: OnceLock<Box<dyn YieldingKv>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -252,7 +268,13 @@ impl Jobs {
             max_concurrent: max_concurrent.max(1),
             max_queue,
             kv_budget,
+            yielding: OnceLock::new(),
         }
+    }
+
+    /// Counts `memory` in the KV budget from now on (once; later calls are ignored).
+    pub fn hold_in_budget(&self, memory: Box<dyn YieldingKv>) {
+        let _ = self.yielding.set(memory);
     }
 
     /// Searches that may run at once.
@@ -357,6 +379,12 @@ impl Jobs {
             if head.grant.send(()).is_ok() {
                 q.running.insert(head.id, head.estimate);
                 q.reserved += head.estimate;
+                if let (Some(budget), Some(memory)) = (self.kv_budget, self.yielding.get()) {
+                    let room = budget.saturating_sub(q.reserved);
+                    if memory.bytes() > room {
+                        memory.trim(room);
+                    }
+                }
                 if let Some(job) = lock(&self.all).get(&head.id) {
                     job.running.store(true, Ordering::Release);
                 }
@@ -441,6 +469,58 @@ mod tests {
 
     fn job(jobs: &Jobs) -> Arc<Job> {
         jobs.register(1, &SolveRequest::new("1+1?")).unwrap()
+    }
+
+    /// Warm prompts of a given size that record how they were trimmed.
+    struct Warm(Arc<AtomicU64>);
+
+    impl YieldingKv for Warm {
+        fn bytes(&self) -> u64 {
+            self.0.load(Ordering::Relaxed)
+        }
+        fn trim(&self, max_bytes: u64) {
+            self.0.fetch_min(max_bytes, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn warm_prompts_count_in_the_budget_and_give_way_to_jobs() {
+        let jobs = Jobs::new(2, 10, Some(100));
+        let warm = Arc::new(AtomicU64::new(90));
+        jobs.hold_in_budget(Box::new(Warm(warm.clone())));
+        let (a, b, c) = (job(&jobs), job(&jobs), job(&jobs));
+        let mut ga = jobs.enqueue(&a, 30, None).unwrap();
+        assert!(
+            ga.try_recv().is_ok(),
+            "warm prompts never keep a job waiting"
+        );
+        assert_eq!(warm.load(Ordering::Relaxed), 70, "trimmed to what a leaves");
+        let mut gb = jobs.enqueue(&b, 20, None).unwrap();
+        assert!(gb.try_recv().is_ok());
+        assert_eq!(warm.load(Ordering::Relaxed), 50);
+        // They grow back while jobs run; a job's end gives its room back to them.
+        warm.store(65, Ordering::Relaxed);
+        jobs.leave(a.id);
+        assert_eq!(
+            warm.load(Ordering::Relaxed),
+            65,
+            "nothing started, nothing trimmed"
+        );
+        let mut gc = jobs.enqueue(&c, 60, None).unwrap();
+        assert!(gc.try_recv().is_ok());
+        assert_eq!(warm.load(Ordering::Relaxed), 20, "100 - (20 + 60)");
+        assert_eq!(jobs.reserved_kv() + warm.load(Ordering::Relaxed), 100);
+    }
+
+    #[test]
+    fn without_a_budget_warm_prompts_are_left_alone() {
+        let jobs = Jobs::new(2, 10, None);
+        let warm = Arc::new(AtomicU64::new(1 << 40));
+        jobs.hold_in_budget(Box::new(Warm(warm.clone())));
+        let a = job(&jobs);
+        let mut ga = jobs.enqueue(&a, 1 << 30, None).unwrap();
+        assert!(ga.try_recv().is_ok());
+        assert_eq!(warm.load(Ordering::Relaxed), 1 << 40);
     }
 
     #[test]

@@ -142,7 +142,13 @@ async fn serve(
     let listener = socket::bind(&socket)?;
     let (shutdown, _) = watch::channel(false);
     let daemon = Arc::new(Daemon {
-        registry: Registry::new(store, remotes, args.keep_alive(), args.auto_pull),
+        registry: Registry::new(
+            store,
+            remotes,
+            args.keep_alive(),
+            args.auto_pull,
+            args.prompt_cache,
+        ),
         jobs: Jobs::new(args.max_concurrent, args.max_queue, args.kv_budget),
         socket: socket.clone(),
         started: Instant::now(),
@@ -152,6 +158,9 @@ async fn serve(
         last_activity: Mutex::new(Instant::now()),
         args,
     });
+    daemon
+        .jobs
+        .hold_in_budget(Box::new(WarmPrompts(Arc::downgrade(&daemon))));
     tracing::info!(
         socket = %socket.display(),
         pid = std::process::id(),
@@ -301,4 +310,21 @@ fn state_dir() -> Result<PathBuf> {
     }
     let home = var("HOME").context("no log directory: set XDG_STATE_HOME or HOME")?;
     Ok(PathBuf::from(home).join(".local/state/ets"))
+}
+
+/// The models' warm prompts, as the KV budget sees them (see [`jobs::YieldingKv`]).
+struct WarmPrompts(std::sync::Weak<Daemon>);
+
+impl jobs::YieldingKv for WarmPrompts {
+    fn bytes(&self) -> u64 {
+        self.0
+            .upgrade()
+            .map_or(0, |daemon| daemon.registry.prompt_cache_bytes())
+    }
+
+    fn trim(&self, max_bytes: u64) {
+        if let Some(daemon) = self.0.upgrade() {
+            daemon.registry.trim_prompt_caches(max_bytes);
+        }
+    }
 }

@@ -133,6 +133,8 @@ pub struct Registry {
     remotes: Remotes,
     default_keep_alive: Option<Duration>,
     auto_pull: bool,
+    /// Byte cap of each native model's warm prompts.
+    prompt_cache_bytes: u64,
     entries: Mutex<HashMap<(Kind, PathBuf), Arc<Entry>>>,
     /// One pull at a time (pip and the store's rename are not meant to race).
     pull_lock: tokio::sync::Mutex<()>,
@@ -145,12 +147,14 @@ impl Registry {
         remotes: Remotes,
         default_keep_alive: Option<Duration>,
         auto_pull: bool,
+        prompt_cache_bytes: u64,
     ) -> Self {
         Self {
             store,
             remotes,
             default_keep_alive,
             auto_pull,
+            prompt_cache_bytes,
             entries: Mutex::new(HashMap::new()),
             pull_lock: tokio::sync::Mutex::new(()),
         }
@@ -381,6 +385,7 @@ impl Registry {
         let store = self.store.clone();
         let path = resolved.path.display().to_string();
         let resolved = resolved.clone();
+        let prompt_cache_bytes = self.prompt_cache_bytes;
         let started = Instant::now();
         let result = run_on_thread("ets-load", move || -> Result<(Loaded, u64), String> {
             let bytes = if resolved.remote.is_some() {
@@ -399,7 +404,10 @@ impl Registry {
                 Kind::Lm(engine) => {
                     let files = Self::llm_files(&store, &resolved)?;
                     let hf_home = store.hf_home();
-                    let context = LoadContext { hf_home: &hf_home };
+                    let context = LoadContext {
+                        hf_home: &hf_home,
+                        prompt_cache_bytes,
+                    };
                     let lm = load_causal_lm(engine, &files, &context)
                         .map_err(|e| format!("{engine} engine: {e}"))?;
                     Loaded::Lm(lm)
@@ -548,6 +556,10 @@ impl Registry {
                         Some((Loaded::Embedder(e), _)) => e.endpoints(),
                         None => Vec::new(),
                     },
+                    prompt_cache: match e.cell.get() {
+                        Some((Loaded::Lm(lm), _)) => lm.prompt_cache(),
+                        _ => None,
+                    },
                 }
             })
             .collect();
@@ -566,6 +578,39 @@ impl Registry {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Bytes of every loaded model's warm prompts.
+    pub fn prompt_cache_bytes(&self) -> u64 {
+        self.prompt_caches().iter().map(|(_, s)| s.bytes).sum()
+    }
+
+    /// Evicts warm prompts until all models' together hold at most `max_bytes`: each model
+    /// gives up bytes in turn, alphabetically, its least recently used prompts first.
+    pub fn trim_prompt_caches(&self, max_bytes: u64) {
+        let entries = lock(&self.entries);
+        let mut caches: Vec<(&String, &Arc<dyn ets_engine::CausalLm>, u64)> = entries
+            .values()
+            .filter_map(|e| match e.cell.get() {
+                Some((Loaded::Lm(lm), _)) => lm.prompt_cache().map(|s| (&e.name, lm, s.bytes)),
+                _ => None,
+            })
+            .collect();
+        caches.sort_by(|a, b| a.0.cmp(b.0));
+        let mut excess = caches
+            .iter()
+            .map(|c| c.2)
+            .sum::<u64>()
+            .saturating_sub(max_bytes);
+        for (_, lm, bytes) in caches {
+            if excess == 0 {
+                break;
+            }
+            let give = excess.min(bytes);
+            lm.trim_prompt_cache(bytes - give);
+            let after = lm.prompt_cache().map_or(0, |s| s.bytes);
+            excess = excess.saturating_sub(bytes - after);
+        }
     }
 
     /// Whether an entry for `alias` exists (loaded or loading).

@@ -74,6 +74,7 @@ impl Daemon {
             jobs_cancelled: c.cancelled.load(Ordering::Relaxed),
             kv_nodes_leaked: c.kv_nodes_leaked.load(Ordering::Relaxed),
             kv_budget_bytes: self.jobs.kv_budget(),
+            prompt_cache_bytes: self.registry.prompt_cache_bytes(),
         }
     }
 
@@ -353,6 +354,13 @@ impl Daemon {
             "counter",
             "Jobs whose first prefill found their prompt's K/V warm, per model.",
             &per_model(&|s| s.hits),
+        );
+        metric(
+            "ets_prompt_cache_shared_hits_total",
+            "counter",
+            "Jobs whose first prefill found only a shared start of their prompt (a chat \
+             header) warm, and computed the rest on it, per model.",
+            &per_model(&|s| s.shared_hits),
         );
         metric(
             "ets_prompt_cache_misses_total",

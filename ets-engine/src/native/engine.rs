@@ -16,7 +16,7 @@ use half::f16;
 use super::attention::{tree_attention, Heads, KvSlice, RowParts};
 use super::kv::{with_slices, KvElem, KvPrecision, KvSegment, PendingKv};
 use super::model::{self, apply_rope, ModelConfig, WeightMode, Weights};
-use super::prompt_cache::{PromptCache, PromptCacheStats, DEFAULT_PROMPT_CACHE_BYTES};
+use super::prompt_cache::{PromptCache, PromptCacheStats, WarmStart, DEFAULT_PROMPT_CACHE_BYTES};
 use crate::error::Error;
 use crate::gguf_text::GgufText;
 
@@ -124,15 +124,16 @@ impl NativeEngine {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The longest warm prompt (see [`super::prompt_cache`]) that `context` starts with: its
-    /// length and K/V. Counts a hit or a miss.
-    pub(crate) fn warm_prompt(&self, context: &[u32]) -> Option<(usize, KvSegment)> {
+    /// The longest warm prompt (see [`super::prompt_cache`]) that `context` starts with, or
+    /// the longest start it shares with one. Counts a hit, a shared hit or a miss.
+    pub(crate) fn warm_prompt(&self, context: &[u32]) -> Option<WarmStart> {
         self.prompts().lookup(context)
     }
 
-    /// The warm K/V of exactly `tokens`, if kept. Counts a hit or a miss.
-    pub(crate) fn warm_span(&self, tokens: &[u32]) -> Option<KvSegment> {
-        self.prompts().lookup_exact(tokens)
+    /// The warm K/V of exactly `tokens`, or of the longest start they share with a warm
+    /// prompt. Counts like [`warm_prompt`](Self::warm_prompt).
+    pub(crate) fn warm_span(&self, tokens: &[u32]) -> Option<WarmStart> {
+        self.prompts().lookup_span(tokens)
     }
 
     /// Keeps the K/V of a prompt a job prefilled from the root, for later jobs.
@@ -144,6 +145,11 @@ impl NativeEngine {
     /// them off), evicting down to it.
     pub fn set_prompt_cache_bytes(&self, max_bytes: u64) {
         self.prompts().set_max_bytes(max_bytes);
+    }
+
+    /// Evicts warm prompts, least recently used first, down to `max_bytes` (the cap stays).
+    pub fn trim_prompt_cache(&self, max_bytes: u64) {
+        self.prompts().trim(max_bytes);
     }
 
     /// Hits, misses, tokens reused and bytes of the warm prompts.

@@ -160,6 +160,38 @@ impl KvSegment {
         let (k, v) = &self.layers[layer];
         (k, v)
     }
+
+    /// Its first `len` tokens: a view sharing this segment's tensors (no copy).
+    pub(crate) fn prefix(&self, len: usize) -> KvSegment {
+        assert!(len <= self.len, "prefix of {len} tokens of {}", self.len);
+        let view = |t: &Tensor| t.narrow(0, 0, len).expect("a prefix within the segment");
+        KvSegment {
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| (view(k), view(v)))
+                .collect(),
+            len,
+        }
+    }
+
+    /// This segment's tokens followed by `next`'s, in new tensors of exactly that size.
+    pub(crate) fn join(&self, next: &KvSegment) -> Result<KvSegment, Error> {
+        let layers = self
+            .layers
+            .iter()
+            .zip(&next.layers)
+            .map(|((k, v), (nk, nv))| {
+                let k = Tensor::cat(&[k, nk], 0).map_err(Error::engine)?;
+                let v = Tensor::cat(&[v, nv], 0).map_err(Error::engine)?;
+                Ok((k, v))
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(KvSegment {
+            layers,
+            len: self.len + next.len,
+        })
+    }
 }
 
 /// K/V of the tokens a sequence has processed since its last node: one growing buffer per

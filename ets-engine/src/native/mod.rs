@@ -40,7 +40,7 @@ pub use kv::{KvPrecision, KvSegment, PendingKv};
 pub use model::{ModelConfig, RopeStyle, WeightMode, NATIVE_ARCHITECTURES};
 pub use policy::{NativePolicy, NativePolicyOptions};
 pub use prm::{NativeReward, ScoreLayout};
-pub use prompt_cache::{PromptCacheStats, DEFAULT_PROMPT_CACHE_BYTES};
+pub use prompt_cache::{PromptCacheStats, DEFAULT_PROMPT_CACHE_BYTES, MIN_SHARED_TOKENS};
 
 use std::sync::Arc;
 
@@ -107,6 +107,10 @@ impl CausalLm for NativeLm {
 
     fn prompt_cache(&self) -> Option<PromptCacheStats> {
         Some(self.0.prompt_cache_stats())
+    }
+
+    fn trim_prompt_cache(&self, max_bytes: u64) {
+        self.0.trim_prompt_cache(max_bytes);
     }
 
     fn reward(&self, profile: &PrmProfile, cache_bytes: u64) -> Result<Box<dyn Reward>, Error> {

@@ -24,6 +24,7 @@ use ets_kvtree::{KvStats, KvTree, NodeId};
 use super::embed::StepEmbeddings;
 use super::engine::{Logits, NativeEngine, SeqInput};
 use super::kv::{KvSegment, PendingKv};
+use super::prompt_cache::WarmStart;
 use crate::error::Error;
 use crate::gguf_text::ChatRole;
 use crate::prompt::PolicyOptions;
@@ -157,17 +158,18 @@ pub(crate) fn prefill_contexts(
     contexts: &[&[u32]],
 ) -> Result<Vec<Prefilled>, Error> {
     let mut plans = Vec::with_capacity(contexts.len());
-    // Contexts this job prefills from the root with no warm prompt: kept for later jobs.
-    let mut fresh_roots = Vec::with_capacity(contexts.len());
+    // Contexts this job prefills from the root without a whole warm prompt: kept for later
+    // jobs, after the warm shared start (a header) they were computed on, if any.
+    let mut fresh_roots: Vec<Option<Option<KvSegment>>> = Vec::with_capacity(contexts.len());
     for &context in contexts {
         if context.is_empty() {
             return Err(Error::engine("cannot expand an empty context"));
         }
         let (mut path, mut covered) = cached_prefix(tree, context);
-        let mut fresh_root = false;
+        let mut fresh_root = None;
         if covered == 0 {
             match engine.warm_prompt(context) {
-                Some((len, segment)) => {
+                Some(WarmStart::Whole(len, segment)) => {
                     let node = tree
                         .insert(tree.root(), &context[..len], || segment)
                         .map_err(Error::engine)?;
@@ -175,7 +177,11 @@ pub(crate) fn prefill_contexts(
                     tree.release(node).map_err(Error::engine)?;
                     (path, covered) = (vec![node], len);
                 }
-                None => fresh_root = true,
+                Some(WarmStart::Shared(len, segment)) => {
+                    covered = len;
+                    fresh_root = Some(Some(segment));
+                }
+                None => fresh_root = Some(None),
             }
         }
         plans.push((path, covered));
@@ -184,8 +190,14 @@ pub(crate) fn prefill_contexts(
     let mut pendings: Vec<PendingKv> = contexts.iter().map(|_| engine.pending()).collect();
     let outputs = {
         let mut seqs = Vec::with_capacity(contexts.len());
-        for (&context, (path, covered)) in contexts.iter().zip(&plans) {
+        for ((&context, (path, covered)), fresh_root) in
+            contexts.iter().zip(&plans).zip(&fresh_roots)
+        {
             let mut context_segments = segments(tree, path)?;
+            if let Some(Some(shared)) = fresh_root {
+                // The shared start is context, not a node: the rest is computed on it.
+                context_segments.push((shared, shared.len()));
+            }
             let tokens = if *covered < context.len() {
                 &context[*covered..]
             } else {
@@ -216,12 +228,17 @@ pub(crate) fn prefill_contexts(
     {
         let parent = path.last().copied().unwrap_or(tree.root());
         if covered < context.len() {
-            let segment = pending.to_segment()?;
-            if fresh_root {
+            let computed = pending.to_segment()?;
+            // A root computed on a shared start is one node: that start and the rest.
+            let (segment, from) = match &fresh_root {
+                Some(Some(shared)) => (shared.join(&computed)?, 0),
+                _ => (computed, covered),
+            };
+            if fresh_root.is_some() {
                 engine.remember_prompt(context, segment.clone());
             }
             let node = tree
-                .insert(parent, &context[covered..], || segment)
+                .insert(parent, &context[from..], || segment)
                 .map_err(Error::engine)?;
             // The insert's reference becomes the pin below.
             tree.release(node).map_err(Error::engine)?;

@@ -30,6 +30,7 @@ use ets_kvtree::{KvStats, KvTree, NodeId};
 use super::engine::{Logits, NativeEngine, SeqInput};
 use super::kv::{KvSegment, PendingKv};
 use super::policy::{hold_only, segments};
+use super::prompt_cache::WarmStart;
 use crate::error::Error;
 use crate::gguf_text::Encoded;
 use crate::profile::{PrmProfile, Rendered, ResolvedProfile};
@@ -217,7 +218,9 @@ impl NativeReward {
             if self.stop.as_ref().is_some_and(|s| s.should_stop()) {
                 return Err(Error::Stopped);
             }
-            let mut missing: Vec<(Vec<NodeId>, &[u32])> = Vec::new();
+            // Chain so far, the span to compute, and for a root span the warm start it shares
+            // with another job's (a header), computed on rather than again.
+            let mut missing: Vec<(Vec<NodeId>, &[u32], Option<KvSegment>)> = Vec::new();
             let mut seen = HashMap::new();
             for layout in layouts {
                 let path = self.cached(layout);
@@ -226,19 +229,24 @@ impl NativeReward {
                     if seen.contains_key(&(parent, span)) {
                         continue;
                     }
+                    let mut shared = None;
                     if path.is_empty() {
                         // A root span another job of this engine computed: take its K/V.
-                        if let Some(segment) = self.engine.warm_span(span) {
-                            let node = self
-                                .tree
-                                .insert(parent, span, || segment)
-                                .map_err(Error::engine)?;
-                            self.tree.release(node).map_err(Error::engine)?;
-                            continue;
+                        match self.engine.warm_span(span) {
+                            Some(WarmStart::Whole(_, segment)) => {
+                                let node = self
+                                    .tree
+                                    .insert(parent, span, || segment)
+                                    .map_err(Error::engine)?;
+                                self.tree.release(node).map_err(Error::engine)?;
+                                continue;
+                            }
+                            Some(WarmStart::Shared(_, segment)) => shared = Some(segment),
+                            None => {}
                         }
                     }
                     seen.insert((parent, span), ());
-                    missing.push((path, span));
+                    missing.push((path, span, shared));
                 }
             }
             if missing.is_empty() {
@@ -248,10 +256,13 @@ impl NativeReward {
                 missing.iter().map(|_| self.engine.pending()).collect();
             {
                 let mut seqs = Vec::with_capacity(missing.len());
-                for (path, span) in &missing {
+                for (path, span, shared) in &missing {
+                    let mut context = segments(&self.tree, path)?;
+                    let from = shared.as_ref().map_or(0, |s| s.len());
+                    context.extend(shared.iter().map(|s| (s, s.len())));
                     seqs.push(SeqInput {
-                        context: segments(&self.tree, path)?,
-                        tokens: span,
+                        context,
+                        tokens: &span[from..],
                         logits: Logits::None,
                         hidden_mean: false,
                     });
@@ -259,17 +270,22 @@ impl NativeReward {
                 let mut refs: Vec<&mut PendingKv> = pendings.iter_mut().collect();
                 self.engine.forward(&seqs, &mut refs)?;
             }
-            let inserts: Vec<(NodeId, Vec<u32>)> = missing
-                .iter()
-                .map(|(path, span)| {
+            let inserts: Vec<(NodeId, Vec<u32>, Option<KvSegment>)> = missing
+                .into_iter()
+                .map(|(path, span, shared)| {
                     (
                         path.last().copied().unwrap_or(self.tree.root()),
                         span.to_vec(),
+                        shared,
                     )
                 })
                 .collect();
-            for ((parent, span), pending) in inserts.into_iter().zip(pendings) {
-                let segment = pending.to_segment()?;
+            for ((parent, span, shared), pending) in inserts.into_iter().zip(pendings) {
+                let computed = pending.to_segment()?;
+                let segment = match shared {
+                    Some(shared) => shared.join(&computed)?,
+                    None => computed,
+                };
                 if parent == self.tree.root() {
                     self.engine.remember_prompt(&span, segment.clone());
                 }

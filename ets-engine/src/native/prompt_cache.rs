@@ -8,15 +8,32 @@
 //! prompt enters it as the root's first node, sharing the cached tensors (candle tensors are
 //! reference-counted, so the bytes exist once however many jobs hold them). An entry evicted
 //! here stays alive in every job that holds it: eviction only stops new jobs from finding it.
-//! Entries are whole prompts, least recently used evicted first above the byte cap. The
-//! segment is exactly what a prefill of those tokens computes, and a row's result does not
-//! depend on how its context is split into segments, so a warm start changes no logit.
+//! Entries are whole prompts, least recently used evicted first above the byte cap.
+//!
+//! A prompt that is not cached whole may still share its start with one that is: the chat
+//! template's header (system prompt, `<|im_start|>user`) is the same for every problem, and an
+//! eval's prompts often share an instruction. A lookup then returns the longest such shared
+//! start, at least [`MIN_SHARED_TOKENS`] long, as a view of the cached tensors; the job computes
+//! only the rest of its prompt on top of it and joins the two into its own root node, which is
+//! then kept whole like any other. The segment is exactly what a prefill of those tokens
+//! computes, and a row's result does not depend on how its context is split into segments, so
+//! a warm start changes no logit.
 
 use super::kv::KvSegment;
-pub use crate::engines::PromptCacheStats;
+pub use crate::engines::{PromptCacheStats, DEFAULT_PROMPT_CACHE_BYTES};
 
-/// Default byte cap of an engine's prompt cache.
-pub const DEFAULT_PROMPT_CACHE_BYTES: u64 = 256 << 20;
+/// The shortest shared start of two prompts worth reusing: shorter ones are chance agreements
+/// (a `<|im_start|>` token), not a header.
+pub const MIN_SHARED_TOKENS: usize = 8;
+
+/// What a lookup found for a context.
+pub(crate) enum WarmStart {
+    /// A cached prompt the context starts with, whole: its length and K/V.
+    Whole(usize, KvSegment),
+    /// The first tokens of a cached prompt that the context shares (a header): their count and
+    /// a view of their K/V, shorter than both the cached prompt and the context.
+    Shared(usize, KvSegment),
+}
 
 struct Entry {
     tokens: Vec<u32>,
@@ -47,33 +64,53 @@ impl PromptCache {
         }
     }
 
-    /// The longest cached prompt that `context` starts with: its length and K/V.
-    pub(crate) fn lookup(&mut self, context: &[u32]) -> Option<(usize, KvSegment)> {
-        let found = (self.entries.iter().enumerate())
+    /// The longest cached prompt that `context` starts with, whole; else the longest start
+    /// (at least [`MIN_SHARED_TOKENS`]) it shares with a cached prompt. Counts a hit, a shared
+    /// hit or a miss.
+    pub(crate) fn lookup(&mut self, context: &[u32]) -> Option<WarmStart> {
+        let whole = (self.entries.iter().enumerate())
             .filter(|(_, e)| context.starts_with(&e.tokens))
             .max_by_key(|(_, e)| e.tokens.len())
             .map(|(i, _)| i);
-        self.take(found)
+        self.warm_start(whole, context)
     }
 
-    /// The cached K/V of exactly `tokens` (a PRM's root span must match its cut).
-    pub(crate) fn lookup_exact(&mut self, tokens: &[u32]) -> Option<KvSegment> {
-        let found = self.entries.iter().position(|e| e.tokens == tokens);
-        self.take(found).map(|(_, segment)| segment)
+    /// The cached K/V of exactly `tokens` (a PRM's root span must match its cut); else the
+    /// longest start (at least [`MIN_SHARED_TOKENS`]) `tokens` shares with a cached prompt.
+    /// Counts like [`lookup`](Self::lookup).
+    pub(crate) fn lookup_span(&mut self, tokens: &[u32]) -> Option<WarmStart> {
+        let exact = self.entries.iter().position(|e| e.tokens == tokens);
+        self.warm_start(exact, tokens)
     }
 
-    /// Counts a lookup's hit (entry `found`, now the most recently used) or miss.
-    fn take(&mut self, found: Option<usize>) -> Option<(usize, KvSegment)> {
+    /// Entry `whole` if found, else the longest shared start of `tokens`; counts the outcome
+    /// and marks the entry used.
+    fn warm_start(&mut self, whole: Option<usize>, tokens: &[u32]) -> Option<WarmStart> {
         self.clock += 1;
-        let Some(i) = found else {
+        if let Some(i) = whole {
+            let entry = &mut self.entries[i];
+            entry.last_used = self.clock;
+            self.stats.hits += 1;
+            self.stats.tokens_reused += entry.tokens.len() as u64;
+            return Some(WarmStart::Whole(entry.tokens.len(), entry.segment.clone()));
+        }
+        let shared = (self.entries.iter().enumerate())
+            .map(|(i, e)| {
+                let common = e.tokens.iter().zip(tokens).take_while(|(a, b)| a == b);
+                // At least one token of `tokens` is left to compute.
+                (i, common.count().min(tokens.len().saturating_sub(1)))
+            })
+            .filter(|&(i, n)| n >= MIN_SHARED_TOKENS && n < self.entries[i].tokens.len())
+            .max_by_key(|&(_, n)| n);
+        let Some((i, n)) = shared else {
             self.stats.misses += 1;
             return None;
         };
         let entry = &mut self.entries[i];
         entry.last_used = self.clock;
-        self.stats.hits += 1;
-        self.stats.tokens_reused += entry.tokens.len() as u64;
-        Some((entry.tokens.len(), entry.segment.clone()))
+        self.stats.shared_hits += 1;
+        self.stats.tokens_reused += n as u64;
+        Some(WarmStart::Shared(n, entry.segment.prefix(n)))
     }
 
     /// Keeps `segment` as the K/V of `tokens` (replacing an entry for the same tokens), then
@@ -118,9 +155,14 @@ impl PromptCache {
         }
     }
 
+    /// Evicts down to `max_bytes`, the cap unchanged.
+    pub(crate) fn trim(&mut self, max_bytes: u64) {
+        self.shrink_to(max_bytes.min(self.stats.max_bytes));
+    }
+
     pub(crate) fn stats(&self) -> PromptCacheStats {
         PromptCacheStats {
-            entries: self.entries.len(),
+            entries: self.entries.len() as u64,
             ..self.stats
         }
     }

@@ -218,3 +218,50 @@ fn a_second_job_with_the_same_prompt_starts_warm_and_samples_the_same_children()
         "one prompt kept, its exact bytes"
     );
 }
+
+#[test]
+fn a_different_problem_computes_only_what_follows_the_shared_chat_header() {
+    let _g = exclusive();
+    let engine = native();
+    let s = sampling(0.8);
+    let other = "A farmer has 12 cows and buys 7 more. How many cows does the farmer have now?";
+    let job = |problem: &str| {
+        let mut p = NativePolicy::new(engine.clone(), NativePolicyOptions::default());
+        let root = p.encode_prompt(problem).unwrap();
+        let before = engine.tokens_processed();
+        let children = p.expand(&[request(&root, 3, 21, &s)]).unwrap();
+        (root, children, engine.tokens_processed() - before)
+    };
+    // Off: the other problem's own prefill and children.
+    engine.set_prompt_cache_bytes(0);
+    let (other_root, cold, cold_tokens) = job(other);
+    // On: PROBLEM is kept, then the other problem shares its chat header.
+    engine.set_prompt_cache_bytes(ets_engine::native::DEFAULT_PROMPT_CACHE_BYTES);
+    let (first_root, _, _) = job(PROBLEM);
+    let start = engine.prompt_cache_stats();
+    let (_, warm, warm_tokens) = job(other);
+    let shared = first_root
+        .iter()
+        .zip(&other_root)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        shared >= ets_engine::native::MIN_SHARED_TOKENS && shared < other_root.len(),
+        "the two prompts share a header of {shared} tokens"
+    );
+    assert_eq!(warm, cold, "computing on a shared header changes no child");
+    assert_eq!(
+        cold_tokens - warm_tokens,
+        shared as u64,
+        "only the tokens after the shared header are computed"
+    );
+    let stats = engine.prompt_cache_stats();
+    assert_eq!(stats.shared_hits - start.shared_hits, 1);
+    assert_eq!(stats.hits, start.hits);
+    assert_eq!(stats.tokens_reused - start.tokens_reused, shared as u64);
+    assert_eq!(stats.entries, 2, "both prompts are kept whole");
+    // The other problem again: now a whole hit, its last token re-read only.
+    let (_, again, again_tokens) = job(other);
+    assert_eq!(again, cold);
+    assert_eq!(cold_tokens - again_tokens, other_root.len() as u64 - 1);
+}

@@ -137,6 +137,52 @@ fn incremental_scores_equal_scores_from_scratch_and_cost_one_step_each() {
 }
 
 #[test]
+fn another_problem_computes_its_header_on_the_judges_shared_preamble() {
+    let _g = exclusive();
+    let engine = native();
+    let other = "A farmer has 12 cows and buys 7 more. How many cows does the farmer have now?";
+    let steps = ["The farmer buys 7 more cows.\n\n"];
+    let score = |problem: &str| {
+        let mut prm = NativeReward::new(engine.clone(), &judge(), 1 << 30).unwrap();
+        let before = engine.tokens_processed();
+        let got = prm
+            .score(&[ScoreRequest {
+                problem,
+                steps: &steps,
+            }])
+            .unwrap()[0];
+        let layout = prm.layout(problem, &steps).unwrap();
+        (got, engine.tokens_processed() - before, layout)
+    };
+    engine.set_prompt_cache_bytes(0);
+    let (cold, cold_ran, other_layout) = score(other);
+    engine.set_prompt_cache_bytes(ets_engine::native::DEFAULT_PROMPT_CACHE_BYTES);
+    let (_, _, first_layout) = score(PROBLEM);
+    let start = engine.prompt_cache_stats();
+    let (warm, warm_ran, _) = score(other);
+    // The two headers (first kept spans) share the judge's preamble up to the problem.
+    let (a, b) = (
+        &first_layout.ids[..first_layout.cuts[0]],
+        &other_layout.ids[..other_layout.cuts[0]],
+    );
+    let shared = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    assert!(
+        shared >= ets_engine::native::MIN_SHARED_TOKENS,
+        "{shared} tokens shared"
+    );
+    assert_eq!(
+        cold_ran - warm_ran,
+        shared as u64,
+        "the shared preamble is not run again"
+    );
+    assert_eq!(
+        engine.prompt_cache_stats().shared_hits - start.shared_hits,
+        1
+    );
+    assert_eq!(warm, cold, "the same score from a shared preamble");
+}
+
+#[test]
 fn retain_keeps_only_what_the_next_scores_extend() {
     let _g = exclusive();
     let engine = native();

@@ -140,6 +140,35 @@ fn solve_json_ps_status_and_metrics_speak_to_the_daemon() {
         "{metrics}"
     );
     assert!(total("ets_prompt_cache_bytes") > 0.0, "{metrics}");
+    // "What is 2 + 2?" shares its chat header with "What is 3 + 4?": computed on it.
+    assert!(
+        total("ets_prompt_cache_shared_hits_total") >= 1.0,
+        "{metrics}"
+    );
+    // `ets status` shows the same per model, and their bytes in all.
+    let out = ets(socket, &["--json", "status"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = schema::one("status", &out.stdout);
+    let warm: Vec<&Value> = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["prompt_cache"].as_object().map(|_| &m["prompt_cache"]))
+        .collect();
+    assert!(!warm.is_empty(), "{status}");
+    let sum = |key: &str| warm.iter().map(|c| c[key].as_u64().unwrap()).sum::<u64>();
+    assert!(sum("hits") >= 1 && sum("shared_hits") >= 1, "{status}");
+    assert_eq!(
+        status["prompt_cache_bytes"].as_u64().unwrap(),
+        sum("bytes"),
+        "{status}"
+    );
+    let out = ets(socket, &["status"]);
+    assert!(
+        text(&out.stdout).contains("warm prompts across jobs"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // A job the daemon refuses: an error document on stdout, exit 4.
     let out = ets(

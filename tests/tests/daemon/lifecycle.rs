@@ -148,6 +148,55 @@ fn kv_budget_and_deadline_fail_with_clear_errors() {
 }
 
 #[test]
+fn warm_prompts_count_in_the_kv_budget_and_give_way_to_a_job_that_needs_it() {
+    // A 100-token KV limit reserves 100 × 23,040 B for the policy and as much for the PRM
+    // (SmolLM2-135M, f16 K/V): 4,608,000 B. The budget leaves 42,000 B (under 2 tokens) beside
+    // one such job, so the warm prompts a first job leaves must give way when a second starts.
+    let daemon = Daemon::start("warm-budget", &["--kv-budget", "4650000"]);
+    let mut c = daemon.connect();
+    let limited = || {
+        let mut r = tiny_solve("What is 2 + 3?", ets_core::Method::Rebase, 8, 64, 1);
+        r.config.max_depth = 2;
+        r.config.max_step_tokens = 4;
+        r.config.kv_limit = Some(100);
+        r
+    };
+    let warm = |c: &mut crate::support::Conn| {
+        let status = c.status();
+        let caches: Vec<_> = status
+            .models
+            .iter()
+            .filter_map(|m| m.prompt_cache)
+            .collect();
+        let hits: u64 = caches.iter().map(|s| s.hits + s.shared_hits).sum();
+        let misses: u64 = caches.iter().map(|s| s.misses).sum();
+        (status.prompt_cache_bytes, hits, misses)
+    };
+    let job = c.submit(limited());
+    assert!(
+        matches!(c.finish(job).1, Response::Result { .. }),
+        "{}",
+        daemon.log()
+    );
+    let (bytes, hits, misses) = warm(&mut c);
+    assert!(
+        bytes > 42_000,
+        "the first job left its prompts warm: {bytes} B"
+    );
+    // The same problem again: its start trims the warm prompts to the 42,000 B the budget
+    // leaves, so it finds none and prefills.
+    let job = c.submit(limited());
+    assert!(
+        matches!(c.finish(job).1, Response::Result { .. }),
+        "{}",
+        daemon.log()
+    );
+    let (_, hits_after, misses_after) = warm(&mut c);
+    assert_eq!(hits_after, hits, "nothing warm was left to hit");
+    assert!(misses_after > misses);
+}
+
+#[test]
 fn one_daemon_per_socket_and_sigterm_exits_cleanly() {
     let mut daemon = Daemon::start("lifecycle", &[]);
     // A second daemon on the same socket refuses to start and says why.

@@ -270,7 +270,10 @@ fn remote_and_native_scores(profile: &ets_engine::PrmProfile) -> Vec<(f64, f64)>
     let native = load_causal_lm(
         EngineKind::Native,
         &files,
-        &LoadContext { hf_home: &hf_home },
+        &LoadContext {
+            hf_home: &hf_home,
+            prompt_cache_bytes: ets_engine::DEFAULT_PROMPT_CACHE_BYTES,
+        },
     )
     .unwrap();
     let mut remote_prm = remote.reward(profile, 0).unwrap();
