@@ -91,6 +91,13 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
+    /// Another eval's output directory to compare with: each cell beside the same cell there
+    /// (same problem, method, width, seed and KV limit, else its cell without a limit), for
+    /// answers kept and tokens and time saved by an early stop or a limit. Added to the
+    /// summary; reports only, nothing there is rerun.
+    #[arg(long, value_name = "DIR")]
+    pub baseline: Option<PathBuf>,
+
     /// Jobs in flight at once. 1 keeps each search's wall time its own (the throughput column).
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -311,6 +318,15 @@ fn request(
 /// Runs `ets eval`.
 pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
     let plan = plan(&args)?;
+    if let Some(dir) = &args.baseline {
+        if !dir.join("results.jsonl").is_file() {
+            return Err(UsageError(format!(
+                "--baseline: {} holds no results.jsonl (give the --out of an earlier eval)",
+                dir.display()
+            ))
+            .into());
+        }
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let results_path = args.out.join("results.jsonl");
@@ -412,7 +428,13 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
         .cells()
         .map(|(p, setting)| key_string(&Plan::key(p, setting)))
         .collect();
-    let summary = eval_output::write_reports(&args.out, &plan.dataset, plan.grader, &wanted)?;
+    let summary = eval_output::write_reports(
+        &args.out,
+        &plan.dataset,
+        plan.grader,
+        &wanted,
+        args.baseline.as_deref(),
+    )?;
     if g.json {
         super::print_json("eval-summary", &summary)?;
     } else {
@@ -429,14 +451,17 @@ pub async fn run(g: &Globals, args: EvalArgs) -> anyhow::Result<u8> {
     }
 }
 
-/// Reads the records of `wanted` cells back from `results.jsonl`.
-pub fn read_records(path: &Path, wanted: &HashSet<String>) -> anyhow::Result<Vec<EvalRecord>> {
+/// Reads the records of `wanted` cells (every cell with `None`) back from `results.jsonl`.
+pub fn read_records(
+    path: &Path,
+    wanted: Option<&HashSet<String>>,
+) -> anyhow::Result<Vec<EvalRecord>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(text
         .lines()
         .filter_map(|l| serde_json::from_str::<EvalRecord>(l).ok())
-        .filter(|r| wanted.contains(&key_string(&r.key())))
+        .filter(|r| wanted.is_none_or(|w| w.contains(&key_string(&r.key()))))
         .collect())
 }
 

@@ -7,21 +7,39 @@ use std::path::Path;
 
 use anyhow::Context;
 use ets_core::answer::Grader;
-use ets_core::eval::{markdown_table, summarize, CellSummary, EvalSummary};
+use ets_core::eval::{
+    compare_with_baseline, markdown_table, summarize, CellSummary, EvalRecord, EvalSummary,
+};
 use plotters::prelude::*;
 
 use super::eval::read_records;
 
 /// Summarises the `wanted` cells of `out/results.jsonl`, graded by `grader` (records graded
-/// otherwise are regraded from their trajectories), and writes every report file.
+/// otherwise are regraded from their trajectories), beside the same cells of the `baseline`
+/// eval's directory if given, and writes every report file.
 pub fn write_reports(
     out: &Path,
     dataset: &str,
     grader: Grader,
     wanted: &HashSet<String>,
+    baseline: Option<&Path>,
 ) -> anyhow::Result<EvalSummary> {
-    let records = read_records(&out.join("results.jsonl"), wanted)?;
-    let summary = summarize(dataset, grader, records);
+    let records = read_records(&out.join("results.jsonl"), Some(wanted))?;
+    let compared = match baseline {
+        Some(dir) => {
+            let base: Vec<EvalRecord> = read_records(&dir.join("results.jsonl"), None)
+                .with_context(|| format!("--baseline {}", dir.display()))?
+                .into_iter()
+                .map(|r| r.regraded(grader))
+                .collect();
+            let ours: Vec<EvalRecord> =
+                records.iter().map(|r| r.clone().regraded(grader)).collect();
+            compare_with_baseline(&ours, &base)
+        }
+        None => Vec::new(),
+    };
+    let mut summary = summarize(dataset, grader, records);
+    summary.baseline = compared;
     let write = |name: &str, text: String| {
         let path = out.join(name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))

@@ -9,15 +9,19 @@
 //!   ([`recount_kv`]); [`summarize`] aggregates records into [`EvalSummary`] (accuracy, KV
 //!   metric, live tokens and bytes, tokens, calls, times, problems per minute, and the
 //!   REBASE/ETS ratios); [`markdown_table`] renders it.
+//! - `baseline`: [`compare_with_baseline`] sets an eval's cells beside the same cells of
+//!   another (an early stop against the full search): answers kept, tokens and time saved.
 //!
 //! **Must not**: read files, talk to the daemon or draw plots; the CLI does those.
 
+mod baseline;
 mod dataset;
 mod summary;
 
 #[cfg(test)]
 mod tests;
 
+pub use baseline::{baseline_table, compare_with_baseline, BaselineComparison};
 pub use dataset::{infer_grader, load_problems, select_problems, Layout, Problem};
 pub use summary::{
     markdown_table, recount_kv, summarize, CellKey, CellSummary, Comparison, EvalRecord,

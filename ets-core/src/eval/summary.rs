@@ -294,13 +294,17 @@ pub struct EvalSummary {
     pub cells: Vec<CellSummary>,
     /// One entry per width and KV limit that ran both ETS and REBASE.
     pub comparisons: Vec<Comparison>,
+    /// With `ets eval --baseline DIR`: every method × width × KV limit against the same cells
+    /// of that eval (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline: Vec<super::BaselineComparison>,
 }
 
 fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
     (denominator > 0.0 && numerator.is_finite()).then(|| numerator / denominator)
 }
 
-fn method_rank(name: &str) -> usize {
+pub(super) fn method_rank(name: &str) -> usize {
     Method::ALL
         .iter()
         .position(|m| m.name() == name)
@@ -367,6 +371,7 @@ pub fn summarize(dataset: &str, grader: Grader, records: Vec<EvalRecord>) -> Eva
         seeds,
         cells,
         comparisons,
+        baseline: Vec::new(),
     }
 }
 
@@ -501,6 +506,10 @@ pub fn markdown_table(summary: &EvalSummary) -> String {
                 c.accuracy_ets_minus_rebase,
             );
         }
+    }
+    if !summary.baseline.is_empty() {
+        md.push_str("\nAgainst the baseline (the same cells of `--baseline`):\n\n");
+        md.push_str(&super::baseline_table(&summary.baseline));
     }
     md
 }

@@ -368,3 +368,52 @@ fn the_summary_regrades_records_under_its_grader() {
     let lenient = summarize("math500", Grader::Lenient, vec![r]);
     assert_eq!(lenient.cells[0].correct, 1);
 }
+
+#[test]
+fn a_baseline_comparison_matches_cells_and_measures_what_an_early_stop_saved() {
+    let p = problem("8");
+    let rec = |m, answer: &str, generated, wall, end, limit| {
+        let mut o = outcome(1, &[(answer, 0.9)], wall);
+        o.stats.generated_tokens = generated;
+        o.end = end;
+        EvalRecord::new(&p, m, 4, 0, Dataset::Gsm8k, Grader::Prm800k, 1, o).limited_to(limit)
+    };
+    let baseline = vec![
+        rec(Method::Ets, "8", 100, 4000, EndReason::WidthSpent, None),
+        rec(Method::Rebase, "8", 80, 2000, EndReason::WidthSpent, None),
+    ];
+    let stopped = vec![
+        // Decided early, same answer, a quarter of the tokens.
+        rec(Method::Ets, "8", 25, 1000, EndReason::Decided, None),
+        // Under a limit the baseline did not run: compared with its unlimited cell.
+        rec(Method::Ets, "9", 60, 3000, EndReason::KvLimit, Some(300)),
+        // No baseline cell: left out.
+        rec(Method::Beam, "8", 10, 100, EndReason::WidthSpent, None),
+    ];
+    let c = compare_with_baseline(&stopped, &baseline);
+    assert_eq!(c.len(), 2, "{c:?}");
+    let (limited, decided) = (&c[0], &c[1]);
+    assert_eq!((limited.kv_limit, decided.kv_limit), (Some(300), None));
+    assert_eq!(
+        (decided.runs, decided.same_answer, decided.ended_early),
+        (1, 1, 1)
+    );
+    assert_eq!((decided.correct, decided.baseline_correct), (1, 1));
+    assert!((decided.tokens_saved() - 0.75).abs() < 1e-12);
+    assert!((decided.time_saved() - 0.75).abs() < 1e-12);
+    assert_eq!(
+        (limited.same_answer, limited.correct, limited.ended_early),
+        (0, 0, 0)
+    );
+    assert!((limited.tokens_saved() - 0.4).abs() < 1e-12);
+    let table = baseline_table(&c);
+    assert!(
+        table.contains("| ets | 4 | – | 1 | 1/1 | 1 (1) | 1 | 25.0 (100.0) | 75.0% |"),
+        "{table}"
+    );
+    let mut s = summarize("gsm8k", Grader::Prm800k, stopped);
+    s.baseline = c;
+    assert!(markdown_table(&s).contains("Against the baseline"));
+    let json = serde_json::to_string(&s).unwrap();
+    assert_eq!(serde_json::from_str::<EvalSummary>(&json).unwrap(), s);
+}
