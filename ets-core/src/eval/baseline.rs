@@ -67,8 +67,9 @@ pub fn compare_with_baseline(
     baseline: &[EvalRecord],
 ) -> Vec<BaselineComparison> {
     let base: HashMap<CellKey, &EvalRecord> = baseline.iter().map(|r| (r.key(), r)).collect();
-    let mut groups: BTreeMap<(usize, (bool, u64), usize), Vec<(&EvalRecord, &EvalRecord)>> =
-        BTreeMap::new();
+    /// Width, KV limit (ascending, none last), method: the summary's order.
+    type Order = (usize, (bool, u64), usize);
+    let mut groups: BTreeMap<Order, Vec<(&EvalRecord, &EvalRecord)>> = BTreeMap::new();
     for r in records {
         let key = r.key();
         let unlimited = CellKey {
