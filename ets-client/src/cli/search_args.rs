@@ -83,6 +83,21 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "TOKENS")]
     pub kv_limit: Option<u64>,
 
+    /// ETS's weight on KV cost, λ_b: each kept node costs λ_b / (all nodes) of the objective
+    /// [default: 1, the paper's].
+    #[arg(long, value_name = "WEIGHT")]
+    pub lambda_b: Option<f64>,
+
+    /// ETS's weight on semantic coverage, λ_s: each cluster kept is worth λ_s / (clusters)
+    /// [default: the paper's for the width: 1.5 at 16, 1.4 at 64, 1.45 at 256].
+    #[arg(long, value_name = "WEIGHT")]
+    pub lambda_s: Option<f64>,
+
+    /// Cosine distance under which two steps are one cluster for ETS's coverage term; larger
+    /// merges more [default: 0.05, the paper's].
+    #[arg(long, value_name = "DISTANCE")]
+    pub cluster_threshold: Option<f64>,
+
     /// What ETS's KV cost counts: `nodes` (the paper's) or `tokens` (a node weighs its own
     /// tokens, so a 250-token step costs 50 times a 5-token one) [default: nodes].
     #[arg(long, value_name = "COST", value_parser = kv_cost_parser())]
@@ -181,6 +196,11 @@ impl SettingsArgs {
         }
         set(&mut config.min_finished, self.min_finished);
         set(&mut config.kv_cost, self.kv_cost);
+        set(&mut config.lambda_b, self.lambda_b);
+        if self.lambda_s.is_some() {
+            config.lambda_s = self.lambda_s;
+        }
+        set(&mut config.cluster_threshold, self.cluster_threshold);
         if self.kv_limit.is_some() {
             config.kv_limit = self.kv_limit;
         }
@@ -238,6 +258,40 @@ mod tests {
     fn parse(args: &[&str]) -> SearchArgs {
         let argv = std::iter::once("test").chain(args.iter().copied());
         Wrapper::try_parse_from(argv).unwrap().search
+    }
+
+    #[test]
+    fn ets_weights_reach_the_config_and_bad_ones_name_the_flag() {
+        let r = parse(&[
+            "--lambda-b",
+            "4",
+            "--lambda-s",
+            "0.5",
+            "--cluster-threshold",
+            "0.3",
+        ])
+        .request("x", Overrides::default())
+        .unwrap();
+        let c = &r.config;
+        assert_eq!(
+            (c.lambda_b, c.lambda_s, c.cluster_threshold),
+            (4.0, Some(0.5), 0.3)
+        );
+        let defaults = parse(&[]).request("x", Overrides::default()).unwrap();
+        let d = SearchConfig::default();
+        assert_eq!(
+            (defaults.config.lambda_b, defaults.config.lambda_s),
+            (d.lambda_b, d.lambda_s)
+        );
+        for (flag, value) in [
+            ("--lambda-b", "--lambda-b=-1"),
+            ("--lambda-s", "--lambda-s=NaN"),
+        ] {
+            let e = parse(&[value])
+                .request("x", Overrides::default())
+                .unwrap_err();
+            assert!(e.0.starts_with(flag), "{e}");
+        }
     }
 
     #[test]
