@@ -149,6 +149,16 @@ pub(crate) fn segments<'t>(
         .collect()
 }
 
+/// How a context's first node came to be, for the warm prompts.
+enum RootStart {
+    /// Already in the job's tree, or a whole warm prompt: nothing new to keep.
+    Held,
+    /// Prefilled from the root: kept for later jobs.
+    Fresh,
+    /// Computed on a warm shared start (a chat header): joined with it, then kept.
+    OnShared(KvSegment),
+}
+
 /// Runs `context` through the cache: the chain of nodes that holds it afterwards (the last one
 /// new if part of it was not cached) and the next-token logits after it, for every context in
 /// one batch. Every returned chain's last node carries one extra pin the caller must drop.
@@ -158,15 +168,13 @@ pub(crate) fn prefill_contexts(
     contexts: &[&[u32]],
 ) -> Result<Vec<Prefilled>, Error> {
     let mut plans = Vec::with_capacity(contexts.len());
-    // Contexts this job prefills from the root without a whole warm prompt: kept for later
-    // jobs, after the warm shared start (a header) they were computed on, if any.
-    let mut fresh_roots: Vec<Option<Option<KvSegment>>> = Vec::with_capacity(contexts.len());
+    let mut fresh_roots: Vec<RootStart> = Vec::with_capacity(contexts.len());
     for &context in contexts {
         if context.is_empty() {
             return Err(Error::engine("cannot expand an empty context"));
         }
         let (mut path, mut covered) = cached_prefix(tree, context);
-        let mut fresh_root = None;
+        let mut fresh_root = RootStart::Held;
         if covered == 0 {
             match engine.warm_prompt(context) {
                 Some(WarmStart::Whole(len, segment)) => {
@@ -179,9 +187,9 @@ pub(crate) fn prefill_contexts(
                 }
                 Some(WarmStart::Shared(len, segment)) => {
                     covered = len;
-                    fresh_root = Some(Some(segment));
+                    fresh_root = RootStart::OnShared(segment);
                 }
-                None => fresh_root = Some(None),
+                None => fresh_root = RootStart::Fresh,
             }
         }
         plans.push((path, covered));
@@ -194,7 +202,7 @@ pub(crate) fn prefill_contexts(
             contexts.iter().zip(&plans).zip(&fresh_roots)
         {
             let mut context_segments = segments(tree, path)?;
-            if let Some(Some(shared)) = fresh_root {
+            if let RootStart::OnShared(shared) = fresh_root {
                 // The shared start is context, not a node: the rest is computed on it.
                 context_segments.push((shared, shared.len()));
             }
@@ -231,10 +239,10 @@ pub(crate) fn prefill_contexts(
             let computed = pending.to_segment()?;
             // A root computed on a shared start is one node: that start and the rest.
             let (segment, from) = match &fresh_root {
-                Some(Some(shared)) => (shared.join(&computed)?, 0),
+                RootStart::OnShared(shared) => (shared.join(&computed)?, 0),
                 _ => (computed, covered),
             };
-            if fresh_root.is_some() {
+            if !matches!(fresh_root, RootStart::Held) {
                 engine.remember_prompt(context, segment.clone());
             }
             let node = tree
