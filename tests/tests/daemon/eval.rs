@@ -58,7 +58,7 @@ fn eval(out: &Path) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "ets eval failed: {stderr}");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("| rebase | 4 | 1 |"), "{stdout}");
+    assert!(stdout.contains("| rebase | 4 | – | 1 |"), "{stdout}");
     stderr
 }
 
@@ -217,15 +217,22 @@ fn issue5_eval_of_all_methods_writes_consistent_resumable_reproducible_reports()
         assert!(close(c.generated_tokens, e.generated), "{m}");
         assert_eq!(c.peak_live_tokens, e.peak_live, "{m}");
         assert!(close(c.problems_per_minute, e.per_minute), "{m}");
-        let row = format!(
-            "| {m} | 4 | {} | {:.3} ({}/{}) | {:.1} |",
+        // Method, width, no KV limit, runs, accuracy; then answered, finished per run and the
+        // KV metric.
+        let start = format!(
+            "| {m} | 4 | – | {} | {:.3} ({}/{}) |",
             e.runs,
             e.correct as f64 / e.runs as f64,
             e.correct,
             e.runs,
-            e.kv
         );
-        assert!(md.contains(&row), "no row `{row}` in:\n{md}");
+        let row = md
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .unwrap_or_else(|| panic!("no row `{start}` in:\n{md}"));
+        assert!(row.contains(&format!(" | {:.1} |", e.kv)), "{row}");
+        assert_eq!(c.kv_limit, None, "{m}");
+        assert_eq!(c.ends.values().sum::<usize>(), c.runs, "{m}");
     }
     assert_eq!(s.comparisons.len(), 1);
     let c = &s.comparisons[0];
@@ -235,7 +242,7 @@ fn issue5_eval_of_all_methods_writes_consistent_resumable_reproducible_reports()
     let accuracy_gap =
         ets.correct as f64 / ets.runs as f64 - rebase.correct as f64 / rebase.runs as f64;
     assert!(close(c.accuracy_ets_minus_rebase, accuracy_gap), "{c:?}");
-    let row = format!("| 4 | {kv_ratio:.2}× |");
+    let row = format!("| 4 | – | {kv_ratio:.2}× |");
     assert!(md.contains(&row), "no row `{row}` in:\n{md}");
 
     // Rerun into the same directory: nothing runs again, nothing changes.
