@@ -181,10 +181,29 @@ impl EvalRecord {
 
 /// The paper's per-depth KV measure recounted from a recorded tree: for each depth with
 /// candidates, the tokens of the distinct nodes on the root→candidate paths, the root (the
-/// prompt) included. Its sum is the KV metric. A candidate or parent missing from `nodes`
-/// ends that path there.
+/// prompt) included. Its sum is the KV metric. Siblings with the same text and token count
+/// are one node, as in the search's KV tree (which keeps one node for a span sampled twice
+/// under the same parent). A candidate or parent missing from `nodes` ends that path there.
 pub fn recount_kv(nodes: &[NodeRecord], depths: &[DepthRecord]) -> Vec<u64> {
     let by_id: HashMap<u64, &NodeRecord> = nodes.iter().map(|n| (n.id, n)).collect();
+    // Each node's representative: the first sibling with its text and length.
+    let mut same: HashMap<u64, u64> = HashMap::new();
+    let mut first: HashMap<(u64, &str, usize), u64> = HashMap::new();
+    let mut ordered: Vec<&NodeRecord> = nodes.iter().collect();
+    ordered.sort_by_key(|n| (n.depth, n.id));
+    for n in ordered {
+        let rep = match n.parent {
+            None => n.id,
+            Some(p) => {
+                let parent = same.get(&p).copied().unwrap_or(p);
+                *first
+                    .entry((parent, n.text.as_str(), n.tokens))
+                    .or_insert(n.id)
+            }
+        };
+        same.insert(n.id, rep);
+    }
+    let rep = |id: u64| same.get(&id).copied().unwrap_or(id);
     depths
         .iter()
         .filter(|d| !d.candidates.is_empty())
@@ -192,14 +211,14 @@ pub fn recount_kv(nodes: &[NodeRecord], depths: &[DepthRecord]) -> Vec<u64> {
             let mut seen = HashSet::new();
             let mut tokens = 0u64;
             for &candidate in &d.candidates {
-                let mut at = Some(candidate);
+                let mut at = Some(rep(candidate));
                 while let Some(id) = at {
                     if !seen.insert(id) {
                         break;
                     }
                     let Some(node) = by_id.get(&id) else { break };
                     tokens += node.tokens as u64;
-                    at = node.parent;
+                    at = node.parent.map(rep);
                 }
             }
             tokens

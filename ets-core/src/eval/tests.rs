@@ -417,3 +417,22 @@ fn a_baseline_comparison_matches_cells_and_measures_what_an_early_stop_saved() {
     let json = serde_json::to_string(&s).unwrap();
     assert_eq!(serde_json::from_str::<EvalSummary>(&json).unwrap(), s);
 }
+
+#[test]
+fn kv_recount_counts_a_span_sampled_twice_under_one_parent_once() {
+    // Like the search's KV tree: siblings 1 and 2 are the same span, so 2's child 4 hangs
+    // under the same node as 1's child 3. A sibling with other text (5) is its own node.
+    let mut nodes = vec![
+        node(0, None, 0, 10),
+        node(1, Some(0), 1, 2),
+        node(2, Some(0), 1, 2),
+        node(3, Some(1), 2, 5),
+        node(4, Some(2), 2, 5),
+        node(5, Some(0), 1, 2),
+    ];
+    for (i, text) in [(1, "\n\n"), (2, "\n\n"), (3, "a"), (4, "a"), (5, "b")] {
+        nodes[i].text = text.into();
+    }
+    let depths = vec![depth(1, vec![1, 2, 5], 0), depth(2, vec![3, 4], 0)];
+    assert_eq!(recount_kv(&nodes, &depths), [10 + 2 + 2, 10 + 2 + 5]);
+}
