@@ -261,3 +261,95 @@ fn issue5_eval_of_all_methods_writes_consistent_resumable_reproducible_reports()
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// Runs `ets eval` with `args` after the shared small caps (one GSM8K problem, width 4, seed 7);
+/// returns stdout after checking the exit code is 0.
+fn eval_with(args: &[&str]) -> String {
+    let (_, ets) = crate::support::binaries();
+    let daemon = crate::shared();
+    let output = Command::new(ets)
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args([
+            "--no-autostart",
+            "eval",
+            "--dataset",
+            "gsm8k",
+            "--limit",
+            "1",
+        ])
+        .args(["--widths", "4", "--seeds", "7", "--max-depth", "3"])
+        .args(["--max-step-tokens", "16", "--max-tokens", "48"])
+        .args(args)
+        .output()
+        .expect("ets runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ets eval failed: {stderr}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_kv_limit_sweep_is_cells_of_their_own_and_a_baseline_compares_them() {
+    let out = out_dir("kv-limits");
+    let dir = out.to_str().unwrap();
+    // Beam and DVTS under a limit (they ignored one before), and without.
+    eval_with(&[
+        "--methods",
+        "beam,dvts",
+        "--kv-limits",
+        "250,none",
+        "--out",
+        dir,
+    ]);
+    let recs = records(&out);
+    assert_eq!(recs.len(), 4, "2 methods × 2 limits");
+    for r in recs.iter().filter(|r| r.kv_limit == Some(250)) {
+        assert!(
+            r.outcome.stats.peak_live_tokens <= 250,
+            "{} peaked at {} over its limit",
+            r.method.name(),
+            r.outcome.stats.peak_live_tokens
+        );
+    }
+    let s = summary(&out);
+    let cells: Vec<(&str, Option<u64>)> = s
+        .cells
+        .iter()
+        .map(|c| (c.method.as_str(), c.kv_limit))
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ("beam", Some(250)),
+            ("dvts", Some(250)),
+            ("beam", None),
+            ("dvts", None)
+        ]
+    );
+    assert!(out.join("kv_per_depth_w4_limit250.svg").is_file());
+    assert!(out.join("kv_per_depth_w4.svg").is_file());
+    // The same cells again with a share stop, beside the first run: every cell is matched.
+    let stopped = out_dir("kv-limits-share");
+    let stdout = eval_with(&[
+        "--methods",
+        "beam,dvts",
+        "--kv-limits",
+        "250,none",
+        "--stop-at-share",
+        "0.5",
+        "--baseline",
+        dir,
+        "--out",
+        stopped.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("Against the baseline"), "{stdout}");
+    let b = summary(&stopped).baseline;
+    assert_eq!(b.len(), 4, "{b:?}");
+    for c in &b {
+        assert_eq!(c.runs, 1, "{c:?}");
+        assert!(
+            c.generated_tokens <= c.baseline_generated_tokens || c.ended_early == 0,
+            "{c:?}"
+        );
+    }
+}
