@@ -177,7 +177,8 @@ pub(crate) fn prefill_contexts(
         let mut fresh_root = RootStart::Held;
         if covered == 0 {
             match engine.warm_prompt(context) {
-                Some(WarmStart::Whole(len, segment)) => {
+                Some(WarmStart::Whole(segment)) => {
+                    let len = segment.len();
                     let node = tree
                         .insert(tree.root(), &context[..len], || segment)
                         .map_err(Error::engine)?;
@@ -185,8 +186,8 @@ pub(crate) fn prefill_contexts(
                     tree.release(node).map_err(Error::engine)?;
                     (path, covered) = (vec![node], len);
                 }
-                Some(WarmStart::Shared(len, segment)) => {
-                    covered = len;
+                Some(WarmStart::Shared(segment)) => {
+                    covered = segment.len();
                     fresh_root = RootStart::OnShared(segment);
                 }
                 None => fresh_root = RootStart::Fresh,

@@ -233,7 +233,7 @@ impl NativeReward {
                     if path.is_empty() {
                         // A root span another job of this engine computed: take its K/V.
                         match self.engine.warm_span(span) {
-                            Some(WarmStart::Whole(_, segment)) => {
+                            Some(WarmStart::Whole(segment)) => {
                                 let node = self
                                     .tree
                                     .insert(parent, span, || segment)
@@ -241,7 +241,7 @@ impl NativeReward {
                                 self.tree.release(node).map_err(Error::engine)?;
                                 continue;
                             }
-                            Some(WarmStart::Shared(_, segment)) => shared = Some(segment),
+                            Some(WarmStart::Shared(segment)) => shared = Some(segment),
                             None => {}
                         }
                     }

@@ -2,7 +2,7 @@
 //! [`NativeEngine`](super::NativeEngine) so that another job whose context starts with one
 //! (the same problem asked again, an eval's repeated item, a second method on the same
 //! problem) starts from it instead of prefilling. The PRM's first kept span (its header and
-//! the problem) is kept and found the same way, by exact match.
+//! the problem) is kept and found the same way: by exact match, else by a shared start.
 //!
 //! Each job's policy still has its own tree (the search's exact logical K/V account); a warm
 //! prompt enters it as the root's first node, sharing the cached tensors (candle tensors are
@@ -26,13 +26,13 @@ pub use crate::engines::{PromptCacheStats, DEFAULT_PROMPT_CACHE_BYTES};
 /// (a `<|im_start|>` token), not a header.
 pub const MIN_SHARED_TOKENS: usize = 8;
 
-/// What a lookup found for a context.
+/// What a lookup found for a context: K/V of its first `segment.len()` tokens.
 pub(crate) enum WarmStart {
-    /// A cached prompt the context starts with, whole: its length and K/V.
-    Whole(usize, KvSegment),
-    /// The first tokens of a cached prompt that the context shares (a header): their count and
-    /// a view of their K/V, shorter than both the cached prompt and the context.
-    Shared(usize, KvSegment),
+    /// A cached prompt the context starts with, whole.
+    Whole(KvSegment),
+    /// The first tokens of a cached prompt that the context shares (a header), as a view of
+    /// their K/V, shorter than both the cached prompt and the context.
+    Shared(KvSegment),
 }
 
 struct Entry {
@@ -92,7 +92,7 @@ impl PromptCache {
             entry.last_used = self.clock;
             self.stats.hits += 1;
             self.stats.tokens_reused += entry.tokens.len() as u64;
-            return Some(WarmStart::Whole(entry.tokens.len(), entry.segment.clone()));
+            return Some(WarmStart::Whole(entry.segment.clone()));
         }
         let shared = (self.entries.iter().enumerate())
             .map(|(i, e)| {
@@ -110,7 +110,7 @@ impl PromptCache {
         entry.last_used = self.clock;
         self.stats.shared_hits += 1;
         self.stats.tokens_reused += n as u64;
-        Some(WarmStart::Shared(n, entry.segment.prefix(n)))
+        Some(WarmStart::Shared(entry.segment.prefix(n)))
     }
 
     /// Keeps `segment` as the K/V of `tokens` (replacing an entry for the same tokens), then
