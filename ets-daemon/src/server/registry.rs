@@ -567,12 +567,14 @@ impl Registry {
         infos
     }
 
-    /// Each loaded model's warm prompts across jobs, on engines that keep them.
-    pub fn prompt_caches(&self) -> Vec<(String, ets_engine::PromptCacheStats)> {
+    /// Every loaded model that keeps warm prompts across jobs, by name, with their bytes now.
+    fn warm_models(&self) -> Vec<(String, Arc<dyn ets_engine::CausalLm>, u64)> {
         let mut out: Vec<_> = lock(&self.entries)
             .values()
             .filter_map(|e| match e.cell.get() {
-                Some((Loaded::Lm(lm), _)) => lm.prompt_cache().map(|s| (e.name.clone(), s)),
+                Some((Loaded::Lm(lm), _)) => lm
+                    .prompt_cache()
+                    .map(|s| (e.name.clone(), lm.clone(), s.bytes)),
                 _ => None,
             })
             .collect();
@@ -582,21 +584,13 @@ impl Registry {
 
     /// Bytes of every loaded model's warm prompts.
     pub fn prompt_cache_bytes(&self) -> u64 {
-        self.prompt_caches().iter().map(|(_, s)| s.bytes).sum()
+        self.warm_models().iter().map(|m| m.2).sum()
     }
 
     /// Evicts warm prompts until all models' together hold at most `max_bytes`: each model
     /// gives up bytes in turn, alphabetically, its least recently used prompts first.
     pub fn trim_prompt_caches(&self, max_bytes: u64) {
-        let entries = lock(&self.entries);
-        let mut caches: Vec<(&String, &Arc<dyn ets_engine::CausalLm>, u64)> = entries
-            .values()
-            .filter_map(|e| match e.cell.get() {
-                Some((Loaded::Lm(lm), _)) => lm.prompt_cache().map(|s| (&e.name, lm, s.bytes)),
-                _ => None,
-            })
-            .collect();
-        caches.sort_by(|a, b| a.0.cmp(b.0));
+        let caches = self.warm_models();
         let mut excess = caches
             .iter()
             .map(|c| c.2)

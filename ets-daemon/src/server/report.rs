@@ -57,6 +57,12 @@ impl Daemon {
     pub fn status(&self) -> StatusReport {
         let jobs = self.jobs.infos();
         let c = &self.counters;
+        let models = self.registry.infos();
+        let prompt_cache_bytes = models
+            .iter()
+            .filter_map(|m| m.prompt_cache)
+            .map(|s| s.bytes)
+            .sum();
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
@@ -65,7 +71,7 @@ impl Daemon {
             max_concurrent: self.jobs.max_concurrent(),
             clients: self.clients.load(Ordering::Relaxed),
             uptime_secs: self.started.elapsed().as_secs(),
-            models: self.registry.infos(),
+            models,
             live_kv_tokens: jobs.iter().map(|j| j.live_tokens).sum(),
             live_kv_bytes: jobs.iter().map(|j| j.live_bytes).sum(),
             jobs,
@@ -74,7 +80,7 @@ impl Daemon {
             jobs_cancelled: c.cancelled.load(Ordering::Relaxed),
             kv_nodes_leaked: c.kv_nodes_leaked.load(Ordering::Relaxed),
             kv_budget_bytes: self.jobs.kv_budget(),
-            prompt_cache_bytes: self.registry.prompt_cache_bytes(),
+            prompt_cache_bytes,
         }
     }
 
@@ -342,11 +348,13 @@ impl Daemon {
             "Bytes of each registered model's files.",
             &models,
         );
-        let caches = self.registry.prompt_caches();
+        // The status report already read every model's warm prompts.
         let per_model = |value: &dyn Fn(&ets_engine::PromptCacheStats) -> u64| {
-            caches
+            status
+                .models
                 .iter()
-                .map(|(model, s)| (format!("{{model=\"{}\"}}", escape(model)), value(s) as f64))
+                .filter_map(|m| m.prompt_cache.map(|s| (&m.model, s)))
+                .map(|(model, s)| (format!("{{model=\"{}\"}}", escape(model)), value(&s) as f64))
                 .collect::<Vec<_>>()
         };
         metric(
