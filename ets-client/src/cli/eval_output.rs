@@ -24,7 +24,11 @@ pub fn write_reports(
     wanted: &HashSet<String>,
     baseline: Option<&Path>,
 ) -> anyhow::Result<EvalSummary> {
-    let records = read_records(&out.join("results.jsonl"), Some(wanted))?;
+    // Graded once here; `summarize` then has nothing left to regrade.
+    let records: Vec<EvalRecord> = read_records(&out.join("results.jsonl"), Some(wanted))?
+        .into_iter()
+        .map(|r| r.regraded(grader))
+        .collect();
     let compared = match baseline {
         Some(dir) => {
             let base: Vec<EvalRecord> = read_records(&dir.join("results.jsonl"), None)
@@ -32,9 +36,7 @@ pub fn write_reports(
                 .into_iter()
                 .map(|r| r.regraded(grader))
                 .collect();
-            let ours: Vec<EvalRecord> =
-                records.iter().map(|r| r.clone().regraded(grader)).collect();
-            compare_with_baseline(&ours, &base)
+            compare_with_baseline(&records, &base)
         }
         None => Vec::new(),
     };

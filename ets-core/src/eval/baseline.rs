@@ -89,12 +89,10 @@ pub fn compare_with_baseline(
         .into_values()
         .map(|pairs| {
             let n = pairs.len() as f64;
-            let mean = |f: &dyn Fn(&EvalRecord) -> f64, side: usize| {
-                pairs
-                    .iter()
-                    .map(|p| f(if side == 0 { p.0 } else { p.1 }))
-                    .sum::<f64>()
-                    / n
+            let ours: Vec<&EvalRecord> = pairs.iter().map(|p| p.0).collect();
+            let theirs: Vec<&EvalRecord> = pairs.iter().map(|p| p.1).collect();
+            let mean = |f: &dyn Fn(&EvalRecord) -> f64, side: &[&EvalRecord]| {
+                side.iter().map(|r| f(r)).sum::<f64>() / n
             };
             let generated = |r: &EvalRecord| r.outcome.stats.generated_tokens as f64;
             let wall = |r: &EvalRecord| r.outcome.stats.wall_time.as_secs_f64();
@@ -113,10 +111,10 @@ pub fn compare_with_baseline(
                         matches!(r.outcome.end, EndReason::Decided | EndReason::ShareReached)
                     })
                     .count(),
-                generated_tokens: mean(&generated, 0),
-                baseline_generated_tokens: mean(&generated, 1),
-                wall_time_s: mean(&wall, 0),
-                baseline_wall_time_s: mean(&wall, 1),
+                generated_tokens: mean(&generated, &ours),
+                baseline_generated_tokens: mean(&generated, &theirs),
+                wall_time_s: mean(&wall, &ours),
+                baseline_wall_time_s: mean(&wall, &theirs),
             }
         })
         .collect()

@@ -238,8 +238,8 @@ fn fitted(
     let order = beam::ranked(scores, ids);
     let (want, width, max_kept) = match d.config.method {
         Method::Beam if !open.is_empty() && remaining > 0 => {
-            let keep = ((remaining as f64).sqrt().ceil() as usize).clamp(1, open.len());
-            (vec![remaining.div_ceil(keep); open.len()], remaining, keep)
+            let (keep, each) = beam::shape(remaining, open.len());
+            (vec![each; open.len()], remaining, keep)
         }
         Method::BestOfN => (vec![1; open.len()], usize::MAX, usize::MAX),
         Method::Dvts => (dvts(d, open, scored), usize::MAX, usize::MAX),

@@ -8,8 +8,7 @@ pub fn allocate(scores: &[f64], ids: &[u64], width: usize) -> Vec<usize> {
     if scores.is_empty() || width == 0 {
         return children;
     }
-    let keep = ((width as f64).sqrt().ceil() as usize).clamp(1, scores.len());
-    let each = width.div_ceil(keep);
+    let (keep, each) = shape(width, scores.len());
     let mut remaining = width;
     for i in ranked(scores, ids).into_iter().take(keep) {
         let n = each.min(remaining);
@@ -17,6 +16,13 @@ pub fn allocate(scores: &[f64], ids: &[u64], width: usize) -> Vec<usize> {
         remaining -= n;
     }
     children
+}
+
+/// How many of `candidates` nodes the beam keeps at `width`, and the children each asks for:
+/// `⌈√width⌉` (at most the candidates, at least 1) and `⌈width / keep⌉`.
+pub(crate) fn shape(width: usize, candidates: usize) -> (usize, usize) {
+    let keep = ((width as f64).sqrt().ceil() as usize).clamp(1, candidates.max(1));
+    (keep, width.div_ceil(keep))
 }
 
 /// Indices by score descending, then id ascending.
